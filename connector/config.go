@@ -1,0 +1,262 @@
+package connector
+
+import (
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/databricks/databricks-sdk-go"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lakebase-go/lakebase/tokensource"
+)
+
+// DefaultDatabase is the database used when neither Config.Database nor
+// PGDATABASE is set: the database every Lakebase project starts with.
+const DefaultDatabase = "databricks_postgres"
+
+// DefaultPort is the Postgres port used when neither Config.Port nor PGPORT
+// is set.
+const DefaultPort = 5432
+
+// Config describes how to reach one Lakebase database. Every zero field falls
+// back to an environment variable (the ones a Databricks App is given), then
+// to a default; the comment on each field says which. Explicit fields always
+// win over the environment.
+type Config struct {
+	// Endpoint is the autoscaling endpoint resource name,
+	// "projects/{project}/branches/{branch}/endpoints/{endpoint}".
+	// Zero: LAKEBASE_ENDPOINT. Exactly one of Endpoint and Instance is needed
+	// unless TokenSource or Password is set.
+	Endpoint string
+
+	// Instance is the name of a provisioned Lakebase database instance (the
+	// older product). Zero: LAKEBASE_INSTANCE.
+	Instance string
+
+	// Host is the Postgres host name. Zero: PGHOST, else resolved from
+	// Endpoint or Instance through the workspace API.
+	Host string
+
+	// Port is the Postgres port. Zero: PGPORT, else 5432.
+	Port int
+
+	// Database is the database name. Zero: PGDATABASE, else
+	// "databricks_postgres".
+	Database string
+
+	// User is the Postgres role: a user's email or a service principal's
+	// application id. Zero: PGUSER, else DATABRICKS_CLIENT_ID, else the
+	// workspace identity (GET /api/2.0/preview/scim/v2/Me). A failed lookup
+	// is an error; the user is never silently empty.
+	User string
+
+	// SSLMode is the libpq sslmode. Zero: PGSSLMODE, else "verify-full".
+	// "require", "verify-ca" and "prefer" are upgraded to "verify-full";
+	// "allow" and unknown values are rejected. See package sslmode.
+	SSLMode string
+
+	// SSLRootCert is a PEM file of CA certificates that replaces the system
+	// roots, or "system". Zero: PGSSLROOTCERT, else the system roots.
+	SSLRootCert string
+
+	// AppName is sent as application_name. Zero: PGAPPNAME, else
+	// "lakebase-go".
+	AppName string
+
+	// Workspace is the Databricks client used to mint tokens and to look up
+	// the host and user. Nil: databricks.NewWorkspaceClient(), which follows
+	// the SDK's unified authentication (DATABRICKS_HOST with
+	// DATABRICKS_CLIENT_ID/SECRET, a profile, ...). It is only created when
+	// needed.
+	Workspace *databricks.WorkspaceClient
+
+	// TokenSource, if set, supplies the password instead of the workspace
+	// API. The connector does not close it. If it also implements
+	// tokensource.Refresher, a rejected login forces one refresh.
+	TokenSource tokensource.Source
+
+	// Password, if set, is a static password for native Postgres
+	// authentication: no token is minted and nothing is refreshed.
+	Password string
+
+	// Token configures the token cache the connector builds (refresh mode,
+	// early refresh, retries, clock, ...). Zero: eager refresh with the
+	// defaults of package tokensource. Its Logger, TracerProvider and
+	// MeterProvider default to the ones below.
+	Token tokensource.Options
+
+	// TokenTTL asks the workspace for tokens of this lifetime (5 min to 1 h;
+	// autoscaling endpoints only). Zero: the service default (1 h).
+	TokenTTL time.Duration
+
+	// ConnectTimeout bounds each login (TCP, TLS and authentication). Zero:
+	// PGCONNECT_TIMEOUT, else 30 s.
+	ConnectTimeout time.Duration
+
+	// RuntimeParams are extra Postgres run-time parameters sent at login
+	// (for example "search_path").
+	RuntimeParams map[string]string
+
+	// Logger receives warnings (a host that disagrees with the endpoint,
+	// sslmode=disable on a remote host) and token refresh failures. Nil:
+	// slog.Default().
+	Logger *slog.Logger
+
+	// Telemetry wraps connections with otelsql spans and the
+	// db.client.operation.duration histogram. Token fetch spans and metrics
+	// are always emitted by the token source.
+	Telemetry bool
+
+	// TracerProvider and MeterProvider are used for telemetry. Nil: the
+	// OpenTelemetry globals.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+
+	// LookupEnv reads the environment. Nil: os.LookupEnv. Tests and
+	// multi-tenant programs can pass their own.
+	LookupEnv func(key string) (string, bool)
+}
+
+// Environment variables read by Config when a field is zero.
+const (
+	EnvEndpoint       = "LAKEBASE_ENDPOINT"
+	EnvInstance       = "LAKEBASE_INSTANCE"
+	EnvHost           = "PGHOST"
+	EnvPort           = "PGPORT"
+	EnvDatabase       = "PGDATABASE"
+	EnvUser           = "PGUSER"
+	EnvClientID       = "DATABRICKS_CLIENT_ID"
+	EnvSSLMode        = "PGSSLMODE"
+	EnvSSLRootCert    = "PGSSLROOTCERT"
+	EnvAppName        = "PGAPPNAME"
+	EnvConnectTimeout = "PGCONNECT_TIMEOUT"
+)
+
+// resolved is a Config after environment fallbacks and validation, before
+// anything is looked up over the network.
+type resolved struct {
+	Config
+	hostFromEnv bool
+}
+
+// withEnv fills zero fields from the environment and validates what can be
+// validated offline. It never mutates cfg.
+func withEnv(cfg Config) (resolved, error) {
+	env := cfg.LookupEnv
+	if env == nil {
+		env = os.LookupEnv
+	}
+	get := func(key string) string {
+		v, _ := env(key)
+		return strings.TrimSpace(v)
+	}
+	r := resolved{Config: cfg}
+	c := &r.Config
+	if c.Endpoint == "" && c.Instance == "" {
+		c.Endpoint = get(EnvEndpoint)
+		c.Instance = get(EnvInstance)
+	}
+	if c.Host == "" {
+		c.Host = get(EnvHost)
+		r.hostFromEnv = c.Host != ""
+	}
+	if c.Port == 0 {
+		if v := get(EnvPort); v != "" {
+			p, err := strconv.Atoi(v)
+			if err != nil || p <= 0 || p > 65535 {
+				return r, &ConfigError{Setting: "Port (" + EnvPort + ")", Problem: "not a TCP port number", Fix: "set PGPORT to a number from 1 to 65535, usually 5432"}
+			}
+			c.Port = p
+		} else {
+			c.Port = DefaultPort
+		}
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return r, &ConfigError{Setting: "Port", Problem: "not a TCP port number", Fix: "use a number from 1 to 65535, usually 5432"}
+	}
+	if c.Database == "" {
+		c.Database = get(EnvDatabase)
+		if c.Database == "" {
+			c.Database = DefaultDatabase
+		}
+	}
+	if c.User == "" {
+		c.User = get(EnvUser)
+		if c.User == "" {
+			c.User = get(EnvClientID)
+		}
+	}
+	if c.SSLMode == "" {
+		c.SSLMode = get(EnvSSLMode)
+	}
+	if c.SSLRootCert == "" {
+		c.SSLRootCert = get(EnvSSLRootCert)
+	}
+	if c.AppName == "" {
+		c.AppName = get(EnvAppName)
+		if c.AppName == "" {
+			c.AppName = "lakebase-go"
+		}
+	}
+	if c.ConnectTimeout == 0 {
+		if v := get(EnvConnectTimeout); v != "" {
+			s, err := strconv.Atoi(v)
+			if err != nil || s < 0 {
+				return r, &ConfigError{Setting: "ConnectTimeout (" + EnvConnectTimeout + ")", Problem: "not a whole number of seconds", Fix: "set PGCONNECT_TIMEOUT to seconds, for example 10"}
+			}
+			c.ConnectTimeout = time.Duration(s) * time.Second
+		}
+		if c.ConnectTimeout == 0 {
+			c.ConnectTimeout = 30 * time.Second
+		}
+	}
+	if c.ConnectTimeout < 0 {
+		return r, &ConfigError{Setting: "ConnectTimeout", Problem: "negative", Fix: "use a positive duration or zero for the default"}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+
+	if c.Endpoint != "" && c.Instance != "" {
+		return r, &ConfigError{Setting: "Endpoint/Instance (" + EnvEndpoint + "/" + EnvInstance + ")", Problem: "both are set", Fix: "set only the one for your database: Endpoint for autoscaling projects, Instance for provisioned instances"}
+	}
+	if c.Endpoint != "" && !validEndpointName(c.Endpoint) {
+		return r, &ConfigError{Setting: "Endpoint (" + EnvEndpoint + ")", Problem: "not an endpoint resource name", Fix: `use the form "projects/{project}/branches/{branch}/endpoints/{endpoint}"`}
+	}
+	if c.Password != "" && c.TokenSource != nil {
+		return r, &ConfigError{Setting: "Password/TokenSource", Problem: "both are set", Fix: "set Password for native Postgres authentication or TokenSource for tokens, not both"}
+	}
+	tokenAuth := c.Password == "" && c.TokenSource == nil
+	if tokenAuth && c.Endpoint == "" && c.Instance == "" {
+		return r, &ConfigError{Setting: "Endpoint (" + EnvEndpoint + ")", Problem: "no database to mint tokens for", Fix: "set Config.Endpoint or LAKEBASE_ENDPOINT (autoscaling), Config.Instance or LAKEBASE_INSTANCE (provisioned), or supply Config.TokenSource"}
+	}
+	if c.Host == "" && c.Endpoint == "" && c.Instance == "" {
+		return r, &ConfigError{Setting: "Host (" + EnvHost + ")", Problem: "no host and nothing to resolve it from", Fix: "set Config.Host or PGHOST, or Endpoint/Instance so the host can be looked up"}
+	}
+	if c.TokenTTL != 0 {
+		if c.Instance != "" {
+			return r, &ConfigError{Setting: "TokenTTL", Problem: "not supported for provisioned instances", Fix: "leave TokenTTL zero with Instance"}
+		}
+		if c.TokenTTL < 5*time.Minute || c.TokenTTL > time.Hour {
+			return r, &ConfigError{Setting: "TokenTTL", Problem: "outside 5m..1h", Fix: "use a lifetime from 5 minutes to 1 hour, or zero for the service default"}
+		}
+	}
+	return r, nil
+}
+
+func validEndpointName(s string) bool {
+	parts := strings.Split(s, "/")
+	if len(parts) != 6 || parts[0] != "projects" || parts[2] != "branches" || parts[4] != "endpoints" {
+		return false
+	}
+	for _, p := range []string{parts[1], parts[3], parts[5]} {
+		if p == "" || strings.ContainsAny(p, " \t\r\n?#") {
+			return false
+		}
+	}
+	return true
+}

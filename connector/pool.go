@@ -1,0 +1,151 @@
+package connector
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Pool defaults applied by OpenDB. Lakebase checks the token only at login,
+// so connection lifetime is not tied to token lifetime; it is bounded so that
+// connections move to new compute after scaling or a restart and never meet
+// the service's 24 h idle limit.
+const (
+	// DefaultMaxConnLifetime is the longest a connection is reused.
+	DefaultMaxConnLifetime = 30 * time.Minute
+	// DefaultLifetimeJitter is the fraction of the lifetime by which each
+	// connection's lifetime is shortened at random, so a fleet does not
+	// reconnect in waves.
+	DefaultLifetimeJitter = 0.2
+	// DefaultMaxIdleTime closes connections unused for this long.
+	DefaultMaxIdleTime = 5 * time.Minute
+	// DefaultMaxOpenConns caps open connections per pool.
+	DefaultMaxOpenConns = 20
+	// DefaultMaxIdleConns is the number of idle connections kept.
+	DefaultMaxIdleConns = 5
+)
+
+// PoolOptions are the database/sql pool settings OpenDB applies. Zero fields
+// take the defaults above; a negative duration or count means "no limit".
+type PoolOptions struct {
+	MaxConnLifetime time.Duration
+	LifetimeJitter  float64 // 0..1; zero: DefaultLifetimeJitter; negative: none
+	MaxIdleTime     time.Duration
+	MaxOpenConns    int
+	MaxIdleConns    int
+}
+
+func (o PoolOptions) withDefaults() PoolOptions {
+	if o.MaxConnLifetime == 0 {
+		o.MaxConnLifetime = DefaultMaxConnLifetime
+	}
+	if o.LifetimeJitter == 0 {
+		o.LifetimeJitter = DefaultLifetimeJitter
+	}
+	if o.LifetimeJitter > 1 {
+		o.LifetimeJitter = 1
+	}
+	if o.MaxIdleTime == 0 {
+		o.MaxIdleTime = DefaultMaxIdleTime
+	}
+	if o.MaxOpenConns == 0 {
+		o.MaxOpenConns = DefaultMaxOpenConns
+	}
+	if o.MaxIdleConns == 0 {
+		o.MaxIdleConns = DefaultMaxIdleConns
+	}
+	return o
+}
+
+func orZero[T int | time.Duration](v T) T {
+	if v < 0 {
+		return 0
+	}
+	return v
+}
+
+// OpenDB returns a *sql.DB on c with Lakebase pool defaults (see
+// PoolOptions; pass one to override). Each connection gets its own lifetime,
+// drawn from [MaxConnLifetime·(1−LifetimeJitter), MaxConnLifetime]; a
+// connection past it is discarded the next time database/sql would reuse it.
+// With Config.Telemetry the pool's sql.DBStats metrics are registered and
+// unregistered when the returned DB is closed. Closing the DB closes c.
+func OpenDB(c *Connector, opts ...PoolOptions) *sql.DB {
+	var o PoolOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o = o.withDefaults()
+	if o.MaxConnLifetime > 0 && o.LifetimeJitter > 0 {
+		c.setLifetime(o.MaxConnLifetime, o.LifetimeJitter)
+	}
+	db := sql.OpenDB(c)
+	db.SetConnMaxLifetime(orZero(o.MaxConnLifetime))
+	db.SetConnMaxIdleTime(orZero(o.MaxIdleTime))
+	db.SetMaxOpenConns(orZero(o.MaxOpenConns))
+	if o.MaxIdleConns < 0 {
+		db.SetMaxIdleConns(0)
+	} else {
+		db.SetMaxIdleConns(o.MaxIdleConns)
+	}
+	if err := c.registerStats(db); err != nil {
+		c.logger.Warn(err.Error())
+	}
+	return db
+}
+
+// deadlineKey is the pgconn CustomData key holding a connection's jittered
+// end of life.
+const deadlineKey = "lakebase.deadline"
+
+// setLifetime makes new connections carry a jittered deadline.
+func (c *Connector) setLifetime(maxLife time.Duration, jitter float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.maxLife, c.jitter = maxLife, jitter
+}
+
+// afterConnect stamps a new connection with its jittered deadline.
+func (c *Connector) afterConnect(_ context.Context, conn *pgx.Conn) error {
+	c.mu.Lock()
+	maxLife, jitter := c.maxLife, c.jitter
+	c.mu.Unlock()
+	if maxLife <= 0 {
+		return nil
+	}
+	life := maxLife - time.Duration(rand.Float64()*jitter*float64(maxLife))
+	conn.PgConn().CustomData()[deadlineKey] = time.Now().Add(life)
+	return nil
+}
+
+// resetSession discards a connection past its deadline before reuse.
+func (c *Connector) resetSession(_ context.Context, conn *pgx.Conn) error {
+	if d, ok := conn.PgConn().CustomData()[deadlineKey].(time.Time); ok && time.Now().After(d) {
+		return driver.ErrBadConn
+	}
+	return nil
+}
+
+// PoolConfig returns a pgxpool configuration for the same database whose
+// BeforeConnect sets the current token, for programs that use pgxpool
+// directly. The pool does not own the connector: close the pool, then the
+// connector.
+func (c *Connector) PoolConfig() (*pgxpool.Config, error) {
+	pc, err := pgxpool.ParseConfig(c.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connector: pgxpool config: %s", redactParseError(err))
+	}
+	pc.ConnConfig = c.base.Copy()
+	pc.BeforeConnect = c.BeforeConnect
+	pc.MaxConnLifetime = DefaultMaxConnLifetime
+	pc.MaxConnLifetimeJitter = time.Duration(DefaultLifetimeJitter * float64(DefaultMaxConnLifetime))
+	pc.MaxConnIdleTime = DefaultMaxIdleTime
+	pc.MaxConns = DefaultMaxOpenConns
+	return pc, nil
+}

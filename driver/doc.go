@@ -1,0 +1,20 @@
+// Package driver registers the "lakebase" database/sql driver.
+//
+//	import _ "github.com/lakebase-go/lakebase/driver"
+//
+//	db, err := sql.Open("lakebase", "lakebase_endpoint=projects/p/branches/b/endpoints/e dbname=databricks_postgres")
+//
+// The data source name is a libpq keyword/value string or a postgres:// URL.
+// Besides the usual keys (host, port, dbname, user, password, sslmode,
+// sslrootcert, application_name, connect_timeout, search_path) it accepts
+// lakebase_endpoint, lakebase_instance, databricks_profile,
+// refresh=eager|lazy and token_ttl (a Go duration). Keys that are absent fall
+// back to the environment exactly like connector.Config does.
+//
+// The driver implements driver.DriverContext, so database/sql parses the DSN
+// once per sql.Open and keeps one connector (and one token cache) per
+// *sql.DB; db.Close stops its refresh. The connector is built on the first
+// connection, with that connection's context, so sql.Open does no network
+// calls; a malformed DSN is reported by sql.Open itself. No error of this
+// package contains the password.
+package driver

@@ -1,0 +1,147 @@
+package driver
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/databricks/databricks-sdk-go"
+
+	"github.com/lakebase-go/lakebase/connector"
+	"github.com/lakebase-go/lakebase/tokensource"
+)
+
+// Name is the name the driver is registered under.
+const Name = "lakebase"
+
+func init() {
+	sql.Register(Name, &Driver{})
+}
+
+// Driver is the "lakebase" database/sql driver. Use it through sql.Open;
+// database/sql calls OpenConnector once per sql.Open.
+type Driver struct{}
+
+var (
+	_ driver.Driver        = (*Driver)(nil)
+	_ driver.DriverContext = (*Driver)(nil)
+	_ driver.Connector     = (*Connector)(nil)
+	_ io.Closer            = (*Connector)(nil)
+)
+
+// Open opens one connection outside any pool. It builds a lazy connector
+// (no background goroutine), connects, and releases the connector again, so
+// nothing outlives the returned connection. database/sql never calls it
+// because Driver implements driver.DriverContext.
+func (d *Driver) Open(dsn string) (driver.Conn, error) {
+	parsed, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	parsed.Config.Token.Mode = tokensource.Lazy
+	c := newConnector(d, parsed)
+	defer c.Close()
+	return c.Connect(context.Background())
+}
+
+// OpenConnector parses dsn and returns a connector that builds a
+// connector.Connector on first use.
+func (d *Driver) OpenConnector(dsn string) (driver.Connector, error) {
+	parsed, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return newConnector(d, parsed), nil
+}
+
+// Connector is the driver.Connector returned by OpenConnector. The
+// underlying connector.Connector (and its token cache) is created by the
+// first Connect, with that call's context; a failed creation is retried by
+// the next Connect.
+type Connector struct {
+	dsn DSN
+	drv *Driver
+
+	build  chan struct{} // a one-slot semaphore: one build at a time, waiters honour ctx
+	mu     sync.Mutex
+	inner  *connector.Connector
+	closed bool
+}
+
+func newConnector(d *Driver, dsn DSN) *Connector {
+	return &Connector{dsn: dsn, drv: d, build: make(chan struct{}, 1)}
+}
+
+// Connect implements driver.Connector.
+func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
+	inner, err := c.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return inner.Connect(ctx)
+}
+
+func (c *Connector) current() (*connector.Connector, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("driver: %w", tokensource.ErrClosed)
+	}
+	return c.inner, nil
+}
+
+func (c *Connector) get(ctx context.Context) (*connector.Connector, error) {
+	if inner, err := c.current(); inner != nil || err != nil {
+		return inner, err
+	}
+	select {
+	case c.build <- struct{}{}:
+		defer func() { <-c.build }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("driver: waiting for the connector to be built: %w", ctx.Err())
+	}
+	if inner, err := c.current(); inner != nil || err != nil {
+		return inner, err
+	}
+	cfg := c.dsn.Config
+	if c.dsn.Profile != "" {
+		w, err := databricks.NewWorkspaceClient(&databricks.Config{Profile: c.dsn.Profile})
+		if err != nil {
+			return nil, &connector.ConfigError{Setting: "databricks_profile", Problem: "cannot build a workspace client from the profile", Fix: "check the profile name in ~/.databrickscfg", Err: err}
+		}
+		cfg.Workspace = w
+	}
+	inner, err := connector.New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed { // closed while building
+		_ = inner.Close()
+		return nil, fmt.Errorf("driver: %w", tokensource.ErrClosed)
+	}
+	c.inner = inner
+	return inner, nil
+}
+
+// Driver implements driver.Connector.
+func (c *Connector) Driver() driver.Driver { return c.drv }
+
+// Close closes the underlying connector, stopping its token refresh.
+// database/sql calls it from DB.Close.
+func (c *Connector) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	if c.inner != nil {
+		return c.inner.Close()
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+package driver_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	_ "github.com/lakebase-go/lakebase/driver"
+	"github.com/lakebase-go/lakebase/lakebasetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+}
+
+// workspaceEnv points the SDK's unified auth at the emulator, the way a
+// program configured only through the environment would be.
+func workspaceEnv(t *testing.T, e *lakebasetest.Emulator) {
+	t.Helper()
+	t.Setenv("DATABRICKS_HOST", e.WorkspaceURL())
+	t.Setenv("DATABRICKS_TOKEN", e.ServicePrincipalToken())
+	t.Setenv("DATABRICKS_CONFIG_FILE", t.TempDir()+"/none.cfg")
+	for _, k := range []string{"DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE", "PGHOST", "PGUSER", "PGPORT", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT", "LAKEBASE_ENDPOINT", "LAKEBASE_INSTANCE"} {
+		t.Setenv(k, "")
+	}
+}
+
+func TestSQLOpenBothDSNForms(t *testing.T) {
+	e := lakebasetest.Start(t)
+	workspaceEnv(t, e)
+	kv := fmt.Sprintf("host=%s port=%d dbname=%s user=%s sslrootcert='%s' lakebase_endpoint=%s refresh=lazy",
+		e.Host(), e.Port(), e.Database(), e.ServicePrincipal(), e.CAFile(), e.Endpoint())
+	u := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=verify-full&sslrootcert=%s&lakebase_endpoint=%s",
+		url.PathEscape(e.ServicePrincipal()), e.Host(), e.Port(), e.Database(), url.QueryEscape(e.CAFile()), url.QueryEscape(e.Endpoint()))
+	for name, dsn := range map[string]string{"keyword/value": kv, "URL": u} {
+		t.Run(name, func(t *testing.T) {
+			db, err := sql.Open("lakebase", dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			db.SetMaxIdleConns(0)
+			for i := 0; i < 3; i++ {
+				var user string
+				if err := db.QueryRowContext(context.Background(), "SELECT current_user").Scan(&user); err != nil {
+					t.Fatal(err)
+				}
+				if user != e.ServicePrincipal() {
+					t.Fatalf("current_user = %q", user)
+				}
+			}
+		})
+	}
+}
+
+func TestSQLOpenRejectsBadDSNUpFront(t *testing.T) {
+	_, err := sql.Open("lakebase", "lakebase_endpiont=projects/p/branches/b/endpoints/e")
+	if err == nil {
+		t.Fatal("sql.Open accepted an unknown key")
+	}
+}
+
+func TestDBCloseStopsRefresh(t *testing.T) {
+	e := lakebasetest.Start(t)
+	// Snapshot after the emulator started; HTTP keep-alive goroutines of the
+	// workspace client end when the emulator closes, after this check.
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"))
+	workspaceEnv(t, e)
+	dsn := fmt.Sprintf("host=%s port=%d user=%s sslrootcert='%s' lakebase_endpoint=%s",
+		e.Host(), e.Port(), e.ServicePrincipal(), e.CAFile(), e.Endpoint())
+	db, err := sql.Open("lakebase", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
