@@ -42,7 +42,7 @@ type Connector struct {
 	logger *slog.Logger
 	cfg    resolved
 
-	dsn    string // the settings base was parsed from (placeholder password)
+	dsn string // the settings base was parsed from (placeholder password)
 
 	mu        sync.Mutex
 	maxLife   time.Duration // per-connection lifetime set by OpenDB

@@ -287,7 +287,9 @@ func parseKeywordValue(s string) ([][2]string, error) {
 	}
 }
 
-func isSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\f' || b == '\v' }
+func isSpace(b byte) bool {
+	return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\f' || b == '\v'
+}
 
 // String renders d for debugging without the password.
 func (d DSN) String() string {
