@@ -1,0 +1,144 @@
+package tokensource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/common/types/duration"
+	"github.com/databricks/databricks-sdk-go/service/database"
+	"github.com/databricks/databricks-sdk-go/service/postgres"
+	"golang.org/x/oauth2"
+)
+
+type static struct{ tok Token }
+
+func (s static) Token(context.Context) (Token, error) { return s.tok, nil }
+
+// Static returns a Source that always returns value (for example a native
+// Postgres password). A zero expiry means it never expires.
+func Static(value string, expiry time.Time) Source { return static{Token{Value: value, Expiry: expiry}} }
+
+type fromOAuth2 struct{ ts oauth2.TokenSource }
+
+func (f fromOAuth2) Token(ctx context.Context) (Token, error) {
+	if err := ctx.Err(); err != nil {
+		return Token{}, err
+	}
+	t, err := f.ts.Token()
+	if err != nil {
+		return Token{}, fmt.Errorf("tokensource: oauth2 source: %w", err)
+	}
+	return Token{Value: t.AccessToken, Expiry: t.Expiry}, nil
+}
+
+// FromOAuth2 adapts an oauth2.TokenSource: AccessToken becomes the value.
+// oauth2 sources take no context, so ctx is only checked before the call.
+func FromOAuth2(ts oauth2.TokenSource) Source { return fromOAuth2{ts} }
+
+type toOAuth2 struct {
+	ctx context.Context
+	src Source
+}
+
+func (t toOAuth2) Token() (*oauth2.Token, error) {
+	tok, err := t.src.Token(t.ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &oauth2.Token{AccessToken: tok.Value, TokenType: "Bearer", Expiry: tok.Expiry}, nil
+}
+
+// ToOAuth2 adapts src to an oauth2.TokenSource whose calls use ctx.
+func ToOAuth2(ctx context.Context, src Source) oauth2.TokenSource { return toOAuth2{ctx, src} }
+
+// EndpointOptions tune credentials minted for an autoscaling endpoint.
+type EndpointOptions struct {
+	// TTL asks for tokens of this lifetime (5 min to 1 h). Zero: the
+	// service default (1 h).
+	TTL time.Duration
+	// ReadOnlyTables scopes the token to read-only Unity Catalog claims on
+	// these tables (READ_ONLY permission set).
+	ReadOnlyTables []string
+	// Claims are passed through as-is (in addition to ReadOnlyTables).
+	Claims []postgres.RequestedClaims
+}
+
+// EndpointFetcher mints credentials for an autoscaling endpoint
+// ("projects/{p}/branches/{b}/endpoints/{e}") with
+// w.Postgres.GenerateDatabaseCredential.
+func EndpointFetcher(w *databricks.WorkspaceClient, endpoint string, opts EndpointOptions) (FetchFunc, error) {
+	if w == nil {
+		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass a *databricks.WorkspaceClient"}
+	}
+	if strings.TrimSpace(endpoint) == "" {
+		return nil, &ConfigError{Setting: "endpoint", Problem: "empty", Fix: `use "projects/{project}/branches/{branch}/endpoints/{endpoint}"`}
+	}
+	if opts.TTL != 0 && (opts.TTL < 5*time.Minute || opts.TTL > time.Hour) {
+		return nil, &ConfigError{Setting: "TTL", Problem: fmt.Sprintf("%v is outside 5m..1h", opts.TTL), Fix: "use 5 minutes to 1 hour, or zero for the default"}
+	}
+	req := postgres.GenerateDatabaseCredentialRequest{Endpoint: endpoint, Claims: opts.Claims}
+	if opts.TTL != 0 {
+		req.Ttl = duration.New(opts.TTL)
+	}
+	if len(opts.ReadOnlyTables) > 0 {
+		claim := postgres.RequestedClaims{PermissionSet: postgres.RequestedClaimsPermissionSetReadOnly}
+		for _, t := range opts.ReadOnlyTables {
+			claim.Resources = append(claim.Resources, postgres.RequestedResource{TableName: t})
+		}
+		req.Claims = append(append([]postgres.RequestedClaims(nil), req.Claims...), claim)
+	}
+	return func(ctx context.Context) (Token, error) {
+		cred, err := w.Postgres.GenerateDatabaseCredential(ctx, req)
+		if err != nil {
+			return Token{}, err
+		}
+		if cred == nil || cred.Token == "" {
+			return Token{}, &ValidationError{Field: "token", Reason: "is empty"}
+		}
+		if cred.ExpireTime == nil || cred.ExpireTime.AsTime().IsZero() {
+			return Token{}, &ValidationError{Field: "expire_time", Reason: "is missing"}
+		}
+		return Token{Value: cred.Token, Expiry: cred.ExpireTime.AsTime()}, nil
+	}, nil
+}
+
+// InstanceFetcher mints credentials for a provisioned database instance
+// with w.Database.GenerateDatabaseCredential, parsing its RFC 3339
+// expiration_time.
+func InstanceFetcher(w *databricks.WorkspaceClient, instance string) (FetchFunc, error) {
+	if w == nil {
+		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass a *databricks.WorkspaceClient"}
+	}
+	if strings.TrimSpace(instance) == "" {
+		return nil, &ConfigError{Setting: "instance", Problem: "empty", Fix: "use the database instance name"}
+	}
+	return func(ctx context.Context) (Token, error) {
+		cred, err := w.Database.GenerateDatabaseCredential(ctx, database.GenerateDatabaseCredentialRequest{InstanceNames: []string{instance}})
+		if err != nil {
+			return Token{}, err
+		}
+		return parseInstanceCredential(cred)
+	}, nil
+}
+
+func parseInstanceCredential(cred *database.DatabaseCredential) (Token, error) {
+	if cred == nil || cred.Token == "" {
+		return Token{}, &ValidationError{Field: "token", Reason: "is empty"}
+	}
+	if cred.ExpirationTime == "" {
+		return Token{}, &ValidationError{Field: "expiration_time", Reason: "is missing"}
+	}
+	exp, err := time.Parse(time.RFC3339Nano, cred.ExpirationTime)
+	if err != nil {
+		var pe *time.ParseError
+		if errors.As(err, &pe) {
+			return Token{}, &ValidationError{Field: "expiration_time", Reason: "is not an RFC 3339 time"}
+		}
+		return Token{}, &ValidationError{Field: "expiration_time", Reason: "cannot be parsed"}
+	}
+	return Token{Value: cred.Token, Expiry: exp}, nil
+}

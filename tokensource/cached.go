@@ -1,0 +1,407 @@
+package tokensource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Options configure a Cached source. Every zero field has a default, given
+// in its comment.
+type Options struct {
+	Mode Mode // zero: Eager
+
+	// EarlyRefresh: the token is refreshed at
+	// expiry − max(EarlyRefresh, lifetime/4). Zero: 2 minutes.
+	EarlyRefresh time.Duration
+	// SafetyMargin: a token expiring within this is never handed out.
+	// Zero: 30 seconds.
+	SafetyMargin time.Duration
+	// AttemptTimeout bounds each fetch attempt (the SDK's own retry loop
+	// could otherwise hold a call for 5 minutes). Zero: 10 seconds.
+	AttemptTimeout time.Duration
+	// RetrySchedule is the wait before each retry of a transient failure
+	// while a caller is waiting for a token. Nil: 100 ms, 500 ms, 2 s.
+	RetrySchedule []time.Duration
+	// BackgroundRetryMin is the floor of the jittered exponential backoff
+	// after a failed background refresh, and how long a failure is
+	// remembered before callers trigger another fetch. Zero: 5 seconds.
+	BackgroundRetryMin time.Duration
+	// BackgroundRetryMax caps the backoff. Zero: 2 minutes.
+	BackgroundRetryMax time.Duration
+
+	Clock          Clock                // nil: the system clock
+	Logger         *slog.Logger         // nil: slog.Default()
+	TracerProvider trace.TracerProvider // nil: the otel global
+	MeterProvider  metric.MeterProvider // nil: the otel global
+	// Attributes are added to every span and metric (for example
+	// lakebase.endpoint).
+	Attributes []attribute.KeyValue
+}
+
+func (o Options) withDefaults() Options {
+	if o.EarlyRefresh <= 0 {
+		o.EarlyRefresh = 2 * time.Minute
+	}
+	if o.SafetyMargin <= 0 {
+		o.SafetyMargin = 30 * time.Second
+	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 10 * time.Second
+	}
+	if o.RetrySchedule == nil {
+		o.RetrySchedule = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
+	}
+	if o.BackgroundRetryMin <= 0 {
+		o.BackgroundRetryMin = 5 * time.Second
+	}
+	if o.BackgroundRetryMax < o.BackgroundRetryMin {
+		o.BackgroundRetryMax = max(2*time.Minute, o.BackgroundRetryMin)
+	}
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// state is one cached token with its precomputed deadlines (wall-clock
+// Unix nanoseconds). It is immutable once published.
+type state struct {
+	tok         Token
+	refreshAt   int64 // start refreshing from here
+	usableUntil int64 // expiry − SafetyMargin: never handed out after
+}
+
+// call is one fetch in flight; waiters block on done.
+type call struct {
+	done chan struct{}
+	tok  Token
+	err  error
+}
+
+// Cached is a Source that caches the token of a FetchFunc and refreshes it
+// ahead of expiry (see Mode). It is safe for concurrent use. The hit path
+// is one atomic load and one clock read: no lock, no allocation.
+//
+// Close stops everything it started.
+type Cached struct {
+	fetch  FetchFunc
+	o      Options
+	sysClk bool
+	cur    atomic.Pointer[state]
+	closed atomic.Bool
+
+	ctx    context.Context // cancelled by Close; parent of every fetch
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // fetch goroutines
+
+	mu        sync.Mutex
+	inflight  *call
+	timer     Timer // the next background refresh (Eager)
+	failures  int   // consecutive failed fetches, for backoff
+	lastErr   error // the last failure, served until failUntil
+	failUntil int64
+
+	tel *telemetry
+}
+
+var (
+	_ Source    = (*Cached)(nil)
+	_ Refresher = (*Cached)(nil)
+	_ io.Closer = (*Cached)(nil)
+)
+
+// New returns a Cached source over fetch. In Eager mode (the default) the
+// first fetch starts at once in the background and later refreshes are
+// scheduled ahead of expiry; in Lazy mode nothing runs until Token is
+// called. Close the source when done.
+func New(fetch FetchFunc, opts Options) *Cached {
+	o := opts.withDefaults()
+	_, sys := o.Clock.(systemClock)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cached{fetch: fetch, o: o, sysClk: sys, ctx: ctx, cancel: cancel, tel: newTelemetry(o)}
+	if fetch == nil {
+		c.fetch = func(context.Context) (Token, error) {
+			return Token{}, &ConfigError{Setting: "FetchFunc", Problem: "nil", Fix: "pass a function that mints a token"}
+		}
+	}
+	if o.Mode == Eager {
+		c.mu.Lock()
+		c.startLocked(nil)
+		c.mu.Unlock()
+	}
+	return c
+}
+
+func (c *Cached) now() int64 {
+	if c.sysClk {
+		return time.Now().UnixNano()
+	}
+	return c.o.Clock.Now().UnixNano()
+}
+
+// Token returns a valid token, fetching one if none is cached. In Eager
+// mode a caller never waits while a valid token is cached. A caller waiting
+// for a fetch gives up when its ctx is done without cancelling the fetch for
+// others.
+func (c *Cached) Token(ctx context.Context) (Token, error) {
+	if st := c.cur.Load(); st != nil && !c.closed.Load() {
+		now := c.now()
+		if now < st.refreshAt {
+			return st.tok, nil
+		}
+	}
+	return c.slow(ctx, nil)
+}
+
+// Refresh implements Refresher: it returns a token other than stale,
+// fetching one unless the cached token already differs from stale.
+func (c *Cached) Refresh(ctx context.Context, stale Token) (Token, error) {
+	return c.slow(ctx, &stale)
+}
+
+func (c *Cached) slow(ctx context.Context, stale *Token) (Token, error) {
+	if c.closed.Load() {
+		return Token{}, ErrClosed
+	}
+	now := c.now()
+	c.mu.Lock()
+	st := c.cur.Load()
+	valid := st != nil && now < st.usableUntil
+	if valid && stale == nil {
+		// A valid token: never make the caller wait, except the one lazy
+		// caller that starts the refresh (it falls back to this token).
+		if now < st.refreshAt {
+			c.mu.Unlock()
+			return st.tok, nil
+		}
+		if c.inflight != nil || now < c.failUntil {
+			c.mu.Unlock()
+			return st.tok, nil
+		}
+		cl := c.startLocked(nil)
+		c.mu.Unlock()
+		if c.o.Mode == Eager {
+			return st.tok, nil
+		}
+		select {
+		case <-cl.done:
+			if cl.err == nil {
+				return cl.tok, nil
+			}
+		case <-ctx.Done():
+		}
+		return st.tok, nil
+	}
+	if stale != nil && valid && st.tok.Value != stale.Value {
+		c.mu.Unlock()
+		return st.tok, nil // someone refreshed already
+	}
+	if stale == nil && c.lastErr != nil && now < c.failUntil && c.inflight == nil {
+		err := c.lastErr // remembered failure: no fetch storm
+		c.mu.Unlock()
+		return Token{}, err
+	}
+	cl := c.inflight
+	if cl == nil {
+		cl = c.startLocked(c.o.RetrySchedule)
+	}
+	c.mu.Unlock()
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		return Token{}, fmt.Errorf("tokensource: waiting for a token: %w", ctx.Err())
+	}
+	if cl.err != nil {
+		return Token{}, cl.err
+	}
+	return cl.tok, nil
+}
+
+// startLocked starts a fetch goroutine (c.mu held) and returns its call.
+// schedule is the retry schedule for transient failures (nil: one attempt).
+func (c *Cached) startLocked(schedule []time.Duration) *call {
+	cl := &call{done: make(chan struct{})}
+	c.inflight = cl
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		tok, err := c.fetchWithRetry(schedule)
+		c.finish(cl, tok, err)
+	}()
+	return cl
+}
+
+// fetchWithRetry runs attempts until success, a permanent failure, the end
+// of schedule, or Close.
+func (c *Cached) fetchWithRetry(schedule []time.Duration) (Token, error) {
+	for attempt := 0; ; attempt++ {
+		tok, err := c.attempt(attempt)
+		if err == nil {
+			return tok, nil
+		}
+		if !IsTransient(err) || attempt >= len(schedule) {
+			return Token{}, err
+		}
+		if !c.wait(schedule[attempt]) {
+			return Token{}, ErrClosed
+		}
+	}
+}
+
+// wait sleeps d on the clock; false if the source closed meanwhile.
+func (c *Cached) wait(d time.Duration) bool {
+	ch := make(chan struct{})
+	t := c.o.Clock.AfterFunc(d, func() { close(ch) })
+	select {
+	case <-ch:
+		return true
+	case <-c.ctx.Done():
+		t.Stop()
+		return false
+	}
+}
+
+// attempt makes one bounded call of the FetchFunc and validates the result.
+func (c *Cached) attempt(n int) (Token, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.o.AttemptTimeout)
+	defer cancel()
+	ctx, span := c.tel.start(ctx, n)
+	start := time.Now()
+	tok, err := c.fetch(ctx)
+	if err == nil {
+		err = c.validate(tok)
+	}
+	if err != nil {
+		if c.ctx.Err() != nil {
+			err = ErrClosed
+		} else if ctx.Err() == context.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
+			// The SDK returns its last API error, not the deadline.
+			err = fmt.Errorf("attempt timed out after %v: %w (last error: %v)", c.o.AttemptTimeout, context.DeadlineExceeded, err)
+		}
+		err = &Error{Op: "fetch", Kind: classify(err), Err: err}
+	}
+	c.tel.end(ctx, span, start, tok, err)
+	return tok, err
+}
+
+func (c *Cached) validate(tok Token) error {
+	if tok.Value == "" {
+		return &ValidationError{Field: "token", Reason: "is empty"}
+	}
+	if tok.Expiry.IsZero() {
+		return &ValidationError{Field: "expiry", Reason: "is missing"}
+	}
+	if c.o.Clock.Now().Add(c.o.SafetyMargin).After(tok.Expiry) {
+		return &ValidationError{Field: "expiry", Reason: fmt.Sprintf("%s is not safely in the future", tok.Expiry.UTC().Format(time.RFC3339))}
+	}
+	return nil
+}
+
+// finish publishes the result of a fetch and schedules what comes next.
+func (c *Cached) finish(cl *call, tok Token, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl.tok, cl.err = tok, err
+	c.inflight = nil
+	close(cl.done)
+	if c.closed.Load() {
+		return
+	}
+	now := c.o.Clock.Now()
+	if err == nil {
+		c.failures, c.lastErr = 0, nil
+		st := c.stateFor(tok, now)
+		c.cur.Store(st)
+		c.o.Logger.Debug("tokensource: token refreshed", slog.Time("expiry", tok.Expiry), slog.String("mode", c.o.Mode.String()))
+		if c.o.Mode == Eager {
+			c.scheduleLocked(time.Duration(st.refreshAt - now.UnixNano()))
+		}
+		return
+	}
+	c.failures++
+	backoff := c.backoff()
+	c.lastErr, c.failUntil = err, now.Add(backoff).UnixNano()
+	c.o.Logger.Warn("tokensource: token fetch failed", slog.String("error", err.Error()),
+		slog.Bool("transient", IsTransient(err)), slog.Duration("retry_in", backoff), slog.String("mode", c.o.Mode.String()))
+	if c.o.Mode == Eager {
+		c.scheduleLocked(backoff)
+	}
+}
+
+// stateFor computes the deadlines of a new token.
+func (c *Cached) stateFor(tok Token, now time.Time) *state {
+	exp := tok.Expiry.UnixNano()
+	life := time.Duration(exp - now.UnixNano())
+	early := max(c.o.EarlyRefresh, life/4)
+	if early > life/2 { // a short token: refresh halfway, never immediately
+		early = life / 2
+	}
+	usable := exp - int64(c.o.SafetyMargin)
+	refresh := min(exp-int64(early), usable)
+	return &state{tok: tok, refreshAt: refresh, usableUntil: usable}
+}
+
+// backoff is the jittered exponential delay after c.failures failures:
+// between half and all of min·2^(n−1), capped, never below the floor.
+func (c *Cached) backoff() time.Duration {
+	d := c.o.BackgroundRetryMin
+	for i := 1; i < c.failures && d < c.o.BackgroundRetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, c.o.BackgroundRetryMax)
+	j := d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return max(j, c.o.BackgroundRetryMin)
+}
+
+// scheduleLocked arms the background refresh timer (c.mu held).
+func (c *Cached) scheduleLocked(d time.Duration) {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	d = max(d, 0)
+	c.timer = c.o.Clock.AfterFunc(d, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closed.Load() || c.inflight != nil {
+			return
+		}
+		c.timer = nil
+		c.startLocked(nil)
+	})
+}
+
+// Close stops the background refresh, cancels a fetch in flight and waits
+// for it to return. It is idempotent; later calls of Token and Refresh fail
+// with ErrClosed.
+func (c *Cached) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.mu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}

@@ -1,0 +1,179 @@
+package tokensource
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"syscall"
+
+	"github.com/databricks/databricks-sdk-go/apierr"
+)
+
+// ErrClosed is returned (wrapped) by every call on a closed source.
+var ErrClosed = errors.New("tokensource: closed")
+
+// Kind classifies a fetch failure by whether retrying can help.
+type Kind int
+
+// The kinds of fetch failure.
+const (
+	KindUnknown        Kind = iota // not classified; not retried
+	KindTransient                  // network, timeout, 429, 5xx: retrying can help
+	KindAuth                       // 401/403: the workspace identity cannot mint credentials
+	KindNotFound                   // 404: the endpoint or instance does not exist
+	KindInvalidRequest             // other 4xx
+	KindConfig                     // a *ConfigError
+	KindValidation                 // the response was unusable (a *ValidationError)
+	KindClosed                     // the source was closed
+)
+
+// String names the kind.
+func (k Kind) String() string {
+	switch k {
+	case KindTransient:
+		return "transient"
+	case KindAuth:
+		return "auth"
+	case KindNotFound:
+		return "not found"
+	case KindInvalidRequest:
+		return "invalid request"
+	case KindConfig:
+		return "config"
+	case KindValidation:
+		return "validation"
+	case KindClosed:
+		return "closed"
+	}
+	return "unknown"
+}
+
+// Error is a failed token fetch. Its message never contains a token.
+type Error struct {
+	Op   string // what failed, e.g. "fetch"
+	Kind Kind
+	Err  error
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	return "tokensource: " + e.Op + " failed (" + e.Kind.String() + "): " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Transient reports whether retrying later can help.
+func (e *Error) Transient() bool { return e.Kind == KindTransient }
+
+// ValidationError reports an unusable credential response.
+type ValidationError struct {
+	Field  string // e.g. "token", "expire_time"
+	Reason string
+}
+
+// Error implements error.
+func (e *ValidationError) Error() string {
+	return "tokensource: invalid credential response: " + e.Field + " " + e.Reason
+}
+
+// ConfigError reports a setting that makes fetching impossible.
+type ConfigError struct {
+	Setting, Problem, Fix string
+}
+
+// Error implements error.
+func (e *ConfigError) Error() string {
+	msg := "tokensource: " + e.Setting + ": " + e.Problem
+	if e.Fix != "" {
+		msg += " (fix: " + e.Fix + ")"
+	}
+	return msg
+}
+
+// classify returns the kind of a raw fetch error.
+func classify(err error) Kind {
+	var te *Error
+	if errors.As(err, &te) {
+		return te.Kind
+	}
+	if errors.Is(err, ErrClosed) {
+		return KindClosed
+	}
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		return KindValidation
+	}
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return KindConfig
+	}
+	var ae *apierr.APIError
+	if errors.As(err, &ae) {
+		switch {
+		case ae.StatusCode == 429 || ae.StatusCode >= 500:
+			return KindTransient
+		case ae.StatusCode == 401 || ae.StatusCode == 403:
+			return KindAuth
+		case ae.StatusCode == 404:
+			return KindNotFound
+		case ae.StatusCode >= 400:
+			return KindInvalidRequest
+		}
+		switch ae.ErrorCode {
+		case "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "INTERNAL_ERROR":
+			return KindTransient
+		}
+		return KindUnknown
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return KindTransient
+	}
+	if errors.Is(err, context.Canceled) {
+		return KindUnknown
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return KindTransient
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+		return KindTransient
+	}
+	return KindUnknown
+}
+
+// IsTransient reports whether err is a failure that retrying later can fix:
+// a *Error of kind transient, an SDK *apierr.APIError with status 429 or
+// 5xx, a net.Error, a deadline (a per-attempt timeout), a refused or reset
+// connection. 4xx errors, configuration and validation errors, ErrClosed and
+// a cancelled context are not transient.
+func IsTransient(err error) bool {
+	return err != nil && classify(err) == KindTransient
+}
+
+// errorType is the error.type attribute value for telemetry.
+func errorType(err error) string {
+	var ae *apierr.APIError
+	if errors.As(err, &ae) {
+		if ae.ErrorCode != "" {
+			return ae.ErrorCode
+		}
+		return strconv.Itoa(ae.StatusCode)
+	}
+	switch classify(err) {
+	case KindTransient:
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "timeout"
+		}
+		return "network"
+	case KindValidation:
+		return "validation"
+	case KindConfig:
+		return "config"
+	case KindClosed:
+		return "closed"
+	}
+	return "_OTHER"
+}

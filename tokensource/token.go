@@ -1,0 +1,125 @@
+package tokensource
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Token is one Lakebase credential: the OAuth token used as the Postgres
+// password and the moment it stops being accepted at login.
+//
+// Formatting a Token with fmt (%v, %+v, %#v, %s, %q) or logging it with
+// log/slog never prints Value.
+type Token struct {
+	Value  string
+	Expiry time.Time // zero: never expires (static passwords)
+}
+
+// Valid reports whether t is non-empty and still valid margin after now.
+func (t Token) Valid(now time.Time, margin time.Duration) bool {
+	if t.Value == "" {
+		return false
+	}
+	return t.Expiry.IsZero() || now.Add(margin).Before(t.Expiry)
+}
+
+// String returns a redacted description of t.
+func (t Token) String() string {
+	if t.Value == "" {
+		return "Token{empty}"
+	}
+	if t.Expiry.IsZero() {
+		return "Token{REDACTED, no expiry}"
+	}
+	return "Token{REDACTED, expiry: " + t.Expiry.UTC().Format(time.RFC3339) + "}"
+}
+
+// GoString returns the redacted description for %#v.
+func (t Token) GoString() string { return t.String() }
+
+// Format implements fmt.Formatter so that every verb prints the redacted
+// description.
+func (t Token) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(t.String())) }
+
+// LogValue implements slog.LogValuer: only the expiry is logged.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(slog.Bool("present", t.Value != ""), slog.Time("expiry", t.Expiry))
+}
+
+// Source supplies tokens. Implementations must be safe for concurrent use by
+// multiple goroutines; Token may block until a token is available or ctx is
+// done.
+type Source interface {
+	Token(ctx context.Context) (Token, error)
+}
+
+// Refresher is implemented by sources that can be told a token was rejected.
+// Refresh returns a token other than stale: if the cached token is no
+// longer stale (someone refreshed already) it is returned at once,
+// otherwise a new one is fetched, sharing any fetch already in flight.
+type Refresher interface {
+	Refresh(ctx context.Context, stale Token) (Token, error)
+}
+
+// FetchFunc mints one token with one network call (no caching, no retry).
+// It must honour ctx.
+type FetchFunc func(ctx context.Context) (Token, error)
+
+// Mode selects how a Cached source refreshes.
+type Mode int
+
+const (
+	// Eager fetches when the source is created and refreshes in the
+	// background ahead of expiry. Callers never wait while a valid token
+	// is cached. The default.
+	Eager Mode = iota
+	// Lazy fetches on demand and never starts a goroutine or timer. The
+	// first caller past the refresh point fetches; if that fails while the
+	// old token is still valid, it gets the old token.
+	Lazy
+)
+
+// String returns "eager" or "lazy".
+func (m Mode) String() string {
+	switch m {
+	case Eager:
+		return "eager"
+	case Lazy:
+		return "lazy"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// ParseMode parses "eager" or "lazy" ("" is eager).
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "", "eager":
+		return Eager, nil
+	case "lazy":
+		return Lazy, nil
+	}
+	return 0, &ConfigError{Setting: "refresh mode", Problem: fmt.Sprintf("unknown mode %q", s), Fix: `use "eager" or "lazy"`}
+}
+
+// Clock tells wall-clock time and runs functions later. Tests inject a fake
+// one; the zero Options use the system clock.
+type Clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending AfterFunc call.
+type Timer interface {
+	// Stop prevents the call if it has not run; it reports whether it did.
+	Stop() bool
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                            { return time.Now() }
+func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// SystemClock returns the real wall clock.
+func SystemClock() Clock { return systemClock{} }
