@@ -17,16 +17,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
+	"github.com/lakebase-go/lakebase/internal/leaktest"
+
 	"github.com/lakebase-go/lakebase/lakebasetest"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// database/sql's connectionOpener exits when the DB is closed; pgx's
-		// context watcher goroutines end with their connections.
-		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
-	)
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }
 
 type staticSource struct{ tok tokensource.Token }

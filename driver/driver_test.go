@@ -9,12 +9,14 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/lakebase-go/lakebase/internal/leaktest"
+
 	_ "github.com/lakebase-go/lakebase/driver"
 	"github.com/lakebase-go/lakebase/lakebasetest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }
 
 // workspaceEnv points the SDK's unified auth at the emulator, the way a

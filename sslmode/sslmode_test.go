@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/lakebase-go/lakebase/internal/leaktest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leaktest.Options()...) }
 
 func TestParse(t *testing.T) {
 	for in, want := range map[string]Mode{

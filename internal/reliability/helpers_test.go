@@ -14,13 +14,15 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 
+	"github.com/lakebase-go/lakebase/internal/leaktest"
+
 	"github.com/lakebase-go/lakebase/connector"
 	"github.com/lakebase-go/lakebase/lakebasetest"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }
 
 // capture collects every log line and span a test produces, to search them

@@ -1,0 +1,232 @@
+package lakebasetest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Route names one route of the fake workspace API, for counters and faults.
+type Route string
+
+// The routes of the fake workspace API.
+const (
+	RouteHostMetadata        Route = "host-metadata"        // GET /.well-known/databricks-config
+	RouteCredentials         Route = "postgres-credentials" // POST /api/2.0/postgres/credentials
+	RouteEndpoint            Route = "postgres-endpoint"    // GET /api/2.0/postgres/{endpoint}
+	RouteInstanceCredentials Route = "database-credentials" // POST /api/2.0/database/credentials
+	RouteInstance            Route = "database-instance"    // GET /api/2.0/database/instances/{name}
+	RouteMe                  Route = "scim-me"              // GET /api/2.0/preview/scim/v2/Me
+)
+
+// Fault is a sticky misbehaviour of a credential route.
+type Fault int
+
+// The faults SetFault can inject.
+const (
+	FaultNone          Fault = iota
+	FaultMalformedJSON       // the body is not JSON
+	FaultEmptyToken          // "token": ""
+	FaultExpiredToken        // the expiry is in the past
+	FaultMissingExpiry       // no expiry field
+)
+
+type failure struct {
+	n      int
+	status int
+	code   string
+}
+
+// api is the fake workspace API.
+type api struct {
+	e *Emulator
+
+	mu         sync.Mutex
+	identities map[string]string // bearer -> user name
+	ids        map[string]int    // user name -> numeric id
+	fail       map[Route]*failure
+	latency    map[Route]time.Duration
+	faults     map[Route]Fault
+	calls      map[Route]*atomic.Int64
+	mintsBy    map[string]*atomic.Int64 // bearer -> credential mints
+}
+
+func newAPI(e *Emulator) *api {
+	a := &api{e: e, identities: map[string]string{}, ids: map[string]int{}, fail: map[Route]*failure{},
+		latency: map[Route]time.Duration{}, faults: map[Route]Fault{}, calls: map[Route]*atomic.Int64{}, mintsBy: map[string]*atomic.Int64{}}
+	for _, r := range []Route{RouteHostMetadata, RouteCredentials, RouteEndpoint, RouteInstanceCredentials, RouteInstance, RouteMe} {
+		a.calls[r] = new(atomic.Int64)
+	}
+	return a
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error_code": code, "message": msg})
+}
+
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	route, ok := routeOf(r)
+	if !ok {
+		writeError(w, http.StatusNotFound, "ENDPOINT_NOT_FOUND", "no API at "+r.Method+" "+r.URL.Path)
+		return
+	}
+	a.calls[route].Add(1)
+
+	a.mu.Lock()
+	lat := a.latency[route]
+	var injected *failure
+	if f := a.fail[route]; f != nil && f.n > 0 {
+		f.n--
+		injected = &failure{status: f.status, code: f.code}
+	}
+	fault := a.faults[route]
+	a.mu.Unlock()
+
+	if lat > 0 {
+		select {
+		case <-time.After(lat):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if injected != nil {
+		writeError(w, injected.status, injected.code, fmt.Sprintf("injected failure (%d %s)", injected.status, injected.code))
+		return
+	}
+	if route == RouteHostMetadata {
+		writeJSON(w, http.StatusOK, map[string]any{"workspace_id": "1234567890123456"})
+		return
+	}
+	bearer := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	a.mu.Lock()
+	who, known := a.identities[bearer]
+	id := a.ids[who]
+	a.mu.Unlock()
+	if !known || bearer == "" {
+		writeError(w, http.StatusUnauthorized, "UNAUTHENTICATED", "invalid access token")
+		return
+	}
+
+	switch route {
+	case RouteMe:
+		writeJSON(w, http.StatusOK, map[string]any{"id": fmt.Sprint(id), "userName": who, "displayName": who, "active": true})
+	case RouteEndpoint:
+		name := strings.TrimPrefix(r.URL.Path, "/api/2.0/postgres/")
+		if name != a.e.Endpoint() {
+			writeError(w, http.StatusNotFound, "RESOURCE_DOES_NOT_EXIST", "endpoint "+name+" does not exist")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"name": name, "status": map[string]any{"hosts": map[string]string{"host": a.e.Host()}}})
+	case RouteInstance:
+		name := strings.TrimPrefix(r.URL.Path, "/api/2.0/database/instances/")
+		if name != a.e.Instance() {
+			writeError(w, http.StatusNotFound, "RESOURCE_DOES_NOT_EXIST", "database instance "+name+" does not exist")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"name": name, "read_write_dns": a.e.Host(), "state": "AVAILABLE"})
+	case RouteCredentials:
+		var body struct {
+			Endpoint string `json:"endpoint"`
+			TTL      string `json:"ttl"`
+		}
+		if err := decode(r, &body); err != nil || body.Endpoint == "" {
+			writeError(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "body must be {\"endpoint\": ..., \"ttl\"?: ...}")
+			return
+		}
+		if body.Endpoint != a.e.Endpoint() {
+			writeError(w, http.StatusNotFound, "RESOURCE_DOES_NOT_EXIST", "endpoint "+body.Endpoint+" does not exist")
+			return
+		}
+		ttl := a.e.ttl()
+		if body.TTL != "" {
+			d, err := time.ParseDuration(body.TTL)
+			if err != nil || d < a.e.cfg.minTTL || d > time.Hour {
+				writeError(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", fmt.Sprintf("ttl must be between %v and 1h", a.e.cfg.minTTL))
+				return
+			}
+			ttl = d
+		}
+		a.mint(w, bearer, who, ttl, fault, "expire_time")
+	case RouteInstanceCredentials:
+		var body struct {
+			InstanceNames []string `json:"instance_names"`
+		}
+		if err := decode(r, &body); err != nil || len(body.InstanceNames) == 0 {
+			writeError(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "instance_names is required")
+			return
+		}
+		for _, n := range body.InstanceNames {
+			if n != a.e.Instance() {
+				writeError(w, http.StatusNotFound, "RESOURCE_DOES_NOT_EXIST", "database instance "+n+" does not exist")
+				return
+			}
+		}
+		a.mint(w, bearer, who, a.e.ttl(), fault, "expiration_time")
+	}
+}
+
+func decode(r *http.Request, v any) error {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// mint answers a credential request for identity who, applying fault.
+func (a *api) mint(w http.ResponseWriter, bearer, who string, ttl time.Duration, fault Fault, expiryField string) {
+	a.mu.Lock()
+	c, ok := a.mintsBy[bearer]
+	if !ok {
+		c = new(atomic.Int64)
+		a.mintsBy[bearer] = c
+	}
+	a.mu.Unlock()
+	c.Add(1)
+	tok, exp := a.e.tokens.mint(who, ttl)
+	body := map[string]any{"token": tok, expiryField: exp.UTC().Format(time.RFC3339Nano)}
+	switch fault {
+	case FaultMalformedJSON:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `{"token": "`+tok[:10])
+		return
+	case FaultEmptyToken:
+		body["token"] = ""
+	case FaultExpiredToken:
+		body[expiryField] = time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)
+	case FaultMissingExpiry:
+		delete(body, expiryField)
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func routeOf(r *http.Request) (Route, bool) {
+	p := r.URL.Path
+	switch {
+	case r.Method == http.MethodGet && p == "/.well-known/databricks-config":
+		return RouteHostMetadata, true
+	case r.Method == http.MethodPost && p == "/api/2.0/postgres/credentials":
+		return RouteCredentials, true
+	case r.Method == http.MethodGet && strings.HasPrefix(p, "/api/2.0/postgres/projects/"):
+		return RouteEndpoint, true
+	case r.Method == http.MethodPost && p == "/api/2.0/database/credentials":
+		return RouteInstanceCredentials, true
+	case r.Method == http.MethodGet && strings.HasPrefix(p, "/api/2.0/database/instances/"):
+		return RouteInstance, true
+	case r.Method == http.MethodGet && p == "/api/2.0/preview/scim/v2/Me":
+		return RouteMe, true
+	}
+	return "", false
+}

@@ -1,0 +1,21 @@
+// Package lakebasetest is a local Databricks Lakebase for tests and demos:
+// a throwaway PostgreSQL cluster whose logins are checked against tokens
+// minted by a fake workspace API, reached through the real Databricks SDK.
+//
+//   - PostgreSQL: a cluster copied from a once-per-machine template in a
+//     temporary directory, on a free loopback port, TLS with a freshly
+//     generated CA (CAFile) and a certificate for localhost and 127.0.0.1,
+//     hostssl-only by default. As root, the server runs as the "postgres"
+//     OS user.
+//   - Logins: every role but the emulator's admin authenticates with RADIUS
+//     against an in-process server that accepts a password only if it is an
+//     unexpired, unrevoked token minted by this emulator for exactly that
+//     role — several at once, like Lakebase.
+//   - Workspace API (httptest): the credential, endpoint, instance and
+//     SCIM Me routes in Databricks' REST shapes and error JSON, with fault
+//     knobs (FailNext, SetLatency, SetFault) and per-route counters.
+//
+// Tests call Start(t); programs call New(ctx) and Close. Without PostgreSQL
+// binaries, Start skips the test unless LAKEBASE_TEST_REQUIRE_PG=1. This
+// package is for tests and examples only; library code never imports it.
+package lakebasetest
