@@ -391,7 +391,8 @@ func TestCloseStopsBackgroundRefresh(t *testing.T) {
 	// workspace client end when the emulator closes, after this check.
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"))
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*conn).serve"))
 	c, err := New(t.Context(), baseConfig(t, e, nil))
 	if err != nil {
 		t.Fatal(err)

@@ -72,7 +72,8 @@ func TestDBCloseStopsRefresh(t *testing.T) {
 	// workspace client end when the emulator closes, after this check.
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"))
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*conn).serve"))
 	workspaceEnv(t, e)
 	dsn := fmt.Sprintf("host=%s port=%d user=%s sslrootcert='%s' lakebase_endpoint=%s",
 		e.Host(), e.Port(), e.ServicePrincipal(), e.CAFile(), e.Endpoint())

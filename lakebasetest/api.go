@@ -82,6 +82,13 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.calls[route].Add(1)
+	// Read the body first: net/http notices a client that went away (and
+	// cancels r.Context()) only once the body has been consumed.
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "cannot read the request body")
+		return
+	}
 
 	a.mu.Lock()
 	lat := a.latency[route]
@@ -118,6 +125,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	raw := body
 	switch route {
 	case RouteMe:
 		writeJSON(w, http.StatusOK, map[string]any{"id": fmt.Sprint(id), "userName": who, "displayName": who, "active": true})
@@ -140,7 +148,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Endpoint string `json:"endpoint"`
 			TTL      string `json:"ttl"`
 		}
-		if err := decode(r, &body); err != nil || body.Endpoint == "" {
+		if err := json.Unmarshal(raw, &body); err != nil || body.Endpoint == "" {
 			writeError(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "body must be {\"endpoint\": ..., \"ttl\"?: ...}")
 			return
 		}
@@ -162,7 +170,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			InstanceNames []string `json:"instance_names"`
 		}
-		if err := decode(r, &body); err != nil || len(body.InstanceNames) == 0 {
+		if err := json.Unmarshal(raw, &body); err != nil || len(body.InstanceNames) == 0 {
 			writeError(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "instance_names is required")
 			return
 		}
@@ -174,14 +182,6 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		a.mint(w, bearer, who, a.e.ttl(), fault, "expiration_time")
 	}
-}
-
-func decode(r *http.Request, v any) error {
-	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
 }
 
 // mint answers a credential request for identity who, applying fault.
