@@ -20,7 +20,9 @@ func (s static) Token(context.Context) (Token, error) { return s.tok, nil }
 
 // Static returns a Source that always returns value (for example a native
 // Postgres password). A zero expiry means it never expires.
-func Static(value string, expiry time.Time) Source { return static{Token{Value: value, Expiry: expiry}} }
+func Static(value string, expiry time.Time) Source {
+	return static{Token{Value: value, Expiry: expiry}}
+}
 
 type fromOAuth2 struct{ ts oauth2.TokenSource }
 
