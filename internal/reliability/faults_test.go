@@ -138,8 +138,8 @@ func TestPermanentErrorsFailFast(t *testing.T) {
 			}
 			calls := e.Calls(lakebasetest.RouteCredentials)
 			t.Logf("%d: 20 connection attempts in %v made %d credential calls", tc.status, time.Since(start).Round(time.Millisecond), calls)
-			if calls > 20 {
-				t.Errorf("credential calls = %d for 20 attempts: a permanent error was retried", calls)
+			if calls > 2 {
+				t.Errorf("credential calls = %d for 20 attempts: a permanent error was retried or not remembered", calls)
 			}
 		})
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/lakebase-go/lakebase/lakebasetest"
 )
 
-// soakDuration is ~30 s by default (CI), LAKEBASE_SOAK=60s or more by hand.
+// soakDuration is 60 s by default (CI); LAKEBASE_SOAK overrides it.
 func soakDuration(t *testing.T) time.Duration {
 	if v := os.Getenv("LAKEBASE_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -24,7 +24,7 @@ func soakDuration(t *testing.T) time.Duration {
 	if testing.Short() {
 		t.Skip("soak test skipped with -short")
 	}
-	return 30 * time.Second
+	return 60 * time.Second
 }
 
 // 64 workers run mixed queries with 3-second tokens across at least ten
