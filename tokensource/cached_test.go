@@ -223,7 +223,9 @@ func TestOutageDuringRefreshWindowServesOldTokenWithoutWaiting(t *testing.T) {
 	}
 	// The refresh keeps failing (503): the old token is served until the
 	// safety margin, then the error.
-	f.set(func(context.Context, int64) (tokensource.Token, error) { return tokensource.Token{}, apiErr(503, "TEMPORARILY_UNAVAILABLE") })
+	f.set(func(context.Context, int64) (tokensource.Token, error) {
+		return tokensource.Token{}, apiErr(503, "TEMPORARILY_UNAVAILABLE")
+	})
 	clk.Advance(10 * time.Second) // the hung attempt times out (AttemptTimeout 10 s)
 	if tok := noWait(t, c); tok.Value != "tok-1" {
 		t.Fatalf("got %q during the outage", tok.Value)
@@ -234,7 +236,9 @@ func TestPermanentErrorFailsAfterOneCall(t *testing.T) {
 	for _, status := range []int{400, 401, 403, 404} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
 			f := &fetcher{}
-			f.set(func(context.Context, int64) (tokensource.Token, error) { return tokensource.Token{}, apiErr(status, "X") })
+			f.set(func(context.Context, int64) (tokensource.Token, error) {
+				return tokensource.Token{}, apiErr(status, "X")
+			})
 			c := tokensource.New(f.fetch, tokensource.Options{Mode: tokensource.Lazy, Logger: quiet()})
 			defer c.Close()
 			for i := 0; i < 50; i++ {

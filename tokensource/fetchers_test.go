@@ -21,7 +21,7 @@ import (
 
 type noLoader struct{}
 
-func (noLoader) Name() string                 { return "none" }
+func (noLoader) Name() string                   { return "none" }
 func (noLoader) Configure(*config.Config) error { return nil }
 
 // fakeAPI answers the two credential routes with body; calls counts them.
@@ -134,7 +134,10 @@ func TestFetcherValidation(t *testing.T) {
 func TestFetcherConfigErrors(t *testing.T) {
 	w, _, _ := fakeAPI(t, 200, func(map[string]any) string { return "{}" })
 	for _, f := range []func() error{
-		func() error { _, err := tokensource.EndpointFetcher(nil, "e", tokensource.EndpointOptions{}); return err },
+		func() error {
+			_, err := tokensource.EndpointFetcher(nil, "e", tokensource.EndpointOptions{})
+			return err
+		},
 		func() error { _, err := tokensource.EndpointFetcher(w, " ", tokensource.EndpointOptions{}); return err },
 		func() error {
 			_, err := tokensource.EndpointFetcher(w, "e", tokensource.EndpointOptions{TTL: time.Minute})
