@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/databricks/databricks-sdk-go"
+	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -96,6 +97,13 @@ type Config struct {
 	// ConnectTimeout bounds each login (TCP, TLS and authentication). Zero:
 	// PGCONNECT_TIMEOUT, else 30 s.
 	ConnectTimeout time.Duration
+
+	// QueryExecMode is pgx's default query execution mode. Zero: pgx's
+	// default (cached prepared statements). Use
+	// pgx.QueryExecModeSimpleProtocol or QueryExecModeExec behind a
+	// transaction-mode connection pooler (what GORM calls
+	// PreferSimpleProtocol).
+	QueryExecMode pgx.QueryExecMode
 
 	// RuntimeParams are extra Postgres run-time parameters sent at login
 	// (for example "search_path").

@@ -244,6 +244,9 @@ func pgxConfig(r *resolved) (*pgx.ConnConfig, string, error) {
 	}
 	pc.Password = ""
 	pc.ConnectTimeout = c.ConnectTimeout
+	if c.QueryExecMode != 0 {
+		pc.DefaultQueryExecMode = c.QueryExecMode
+	}
 	for k, v := range c.RuntimeParams {
 		pc.RuntimeParams[k] = v
 	}
