@@ -40,6 +40,7 @@ func newTelemetry(o Options) *telemetry {
 	t := &telemetry{tracer: tp.Tracer(instrumentation)}
 	// Instrument creation only fails for invalid names; ours are constant.
 	t.duration, _ = meter.Float64Histogram(MetricDuration, metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 		metric.WithDescription("Duration of Lakebase credential fetch attempts."))
 	t.failures, _ = meter.Int64Counter(MetricFailures,
 		metric.WithDescription("Failed Lakebase credential fetch attempts."))
