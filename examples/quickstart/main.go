@@ -119,4 +119,3 @@ func real(ctx context.Context, out io.Writer) error {
 	fmt.Fprintf(out, "Connected to %s as %s\n%s\n", c.Host(), user, version)
 	return nil
 }
-
