@@ -1,0 +1,135 @@
+package peruser
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/lakebase-go/lakebase/tokensource"
+)
+
+// The headers Databricks Apps set on every proxied request.
+const (
+	HeaderEmail       = "X-Forwarded-Email"
+	HeaderAccessToken = "X-Forwarded-Access-Token"
+	HeaderUser        = "X-Forwarded-User"
+)
+
+// Limits on header values.
+const (
+	MaxEmailLen  = 320
+	MaxTokenLen  = 8 << 10
+	MaxUserIDLen = 256
+)
+
+// Identity is an end user as the Databricks Apps proxy describes them.
+// Formatting or logging an Identity never prints AccessToken.
+type Identity struct {
+	Email       string // the Postgres role
+	AccessToken string // the user's OAuth token (secret)
+	UserID      string // for logs and telemetry; optional
+}
+
+// String describes the identity without the token.
+func (i Identity) String() string { return "Identity{" + i.Email + ", user " + i.UserID + "}" }
+
+// GoString is String, for %#v.
+func (i Identity) GoString() string { return i.String() }
+
+// LogValue implements slog.LogValuer without the token.
+func (i Identity) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("email", i.Email), slog.String("user_id", i.UserID))
+}
+
+// AuthError reports a missing or invalid identity header. It maps to HTTP
+// 401 and never contains the value of the token header.
+type AuthError struct {
+	Header  string
+	Problem string
+}
+
+// Error implements error.
+func (e *AuthError) Error() string { return "peruser: " + e.Header + ": " + e.Problem }
+
+// StatusCode maps an error of this package to an HTTP status: 401 for an
+// *AuthError, 503 for a transient credential failure, 500 otherwise.
+func StatusCode(err error) int {
+	var ae *AuthError
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.As(err, &ae):
+		return http.StatusUnauthorized
+	case tokensource.IsTransient(err):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// IdentityFromRequest reads and validates the identity headers.
+func IdentityFromRequest(r *http.Request) (Identity, error) {
+	id := Identity{
+		Email:       strings.TrimSpace(r.Header.Get(HeaderEmail)),
+		AccessToken: strings.TrimSpace(r.Header.Get(HeaderAccessToken)),
+		UserID:      strings.TrimSpace(r.Header.Get(HeaderUser)),
+	}
+	return id, id.Validate()
+}
+
+// Validate checks that the email and token are present and well formed.
+func (i Identity) Validate() error {
+	switch {
+	case i.Email == "":
+		return &AuthError{Header: HeaderEmail, Problem: "missing or empty"}
+	case len(i.Email) > MaxEmailLen:
+		return &AuthError{Header: HeaderEmail, Problem: "too long"}
+	case !validRole(i.Email):
+		return &AuthError{Header: HeaderEmail, Problem: "not an email address or service principal id"}
+	case i.AccessToken == "":
+		return &AuthError{Header: HeaderAccessToken, Problem: "missing or empty"}
+	case len(i.AccessToken) > MaxTokenLen:
+		return &AuthError{Header: HeaderAccessToken, Problem: "too long"}
+	case !validToken(i.AccessToken):
+		return &AuthError{Header: HeaderAccessToken, Problem: "contains characters a token cannot contain"}
+	case len(i.UserID) > MaxUserIDLen || !printable(i.UserID):
+		return &AuthError{Header: HeaderUser, Problem: "too long or not printable"}
+	}
+	return nil
+}
+
+// validRole accepts emails and application ids: letters, digits and
+// @ . _ + - only, with at most one @ not at either end.
+func validRole(s string) bool {
+	at := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '+', c == '-':
+		case c == '@':
+			at++
+		default:
+			return false
+		}
+	}
+	return at <= 1 && s[0] != '@' && s[len(s)-1] != '@'
+}
+
+// validToken accepts visible ASCII without spaces (JWTs and opaque tokens).
+func validToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
