@@ -98,14 +98,18 @@ func EndpointFetcher(w *databricks.WorkspaceClient, endpoint string, opts Endpoi
 		if err != nil {
 			return Token{}, err
 		}
-		if cred == nil || cred.Token == "" {
-			return Token{}, &ValidationError{Field: "token", Reason: "is empty"}
-		}
-		if cred.ExpireTime == nil || cred.ExpireTime.AsTime().IsZero() {
-			return Token{}, &ValidationError{Field: "expire_time", Reason: "is missing"}
-		}
-		return Token{Value: cred.Token, Expiry: cred.ExpireTime.AsTime()}, nil
+		return parseEndpointCredential(cred)
 	}, nil
+}
+
+func parseEndpointCredential(cred *postgres.DatabaseCredential) (Token, error) {
+	if cred == nil || cred.Token == "" {
+		return Token{}, &ValidationError{Field: "token", Reason: "is empty"}
+	}
+	if cred.ExpireTime == nil || cred.ExpireTime.AsTime().IsZero() {
+		return Token{}, &ValidationError{Field: "expire_time", Reason: "is missing"}
+	}
+	return Token{Value: cred.Token, Expiry: cred.ExpireTime.AsTime()}, nil
 }
 
 // InstanceFetcher mints credentials for a provisioned database instance
