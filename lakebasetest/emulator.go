@@ -18,8 +18,9 @@ import (
 	"time"
 
 	"github.com/databricks/databricks-sdk-go"
-	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lakebase-go/lakebase/internal/sdkclient"
 )
 
 const (
@@ -390,25 +391,11 @@ func (e *Emulator) WorkspaceClient() (*databricks.WorkspaceClient, error) {
 	return e.WorkspaceClientFor(spBearer(e))
 }
 
-type noLoader struct{}
-
-func (noLoader) Name() string                   { return "lakebasetest-none" }
-func (noLoader) Configure(*config.Config) error { return nil }
-
 // WorkspaceClientFor returns an SDK client for the fake API with bearer.
 // Nothing is read from DATABRICKS_* variables or ~/.databrickscfg, and the
 // host-metadata lookup is skipped.
 func (e *Emulator) WorkspaceClientFor(bearer string) (*databricks.WorkspaceClient, error) {
-	return databricks.NewWorkspaceClient(&databricks.Config{
-		Host:        e.http.URL,
-		Token:       bearer,
-		Credentials: config.PatCredentials{},
-		AuthType:    "pat",
-		Loaders:     []config.Loader{noLoader{}},
-		HostMetadataResolver: func(context.Context, string) (*config.HostMetadata, error) {
-			return nil, nil
-		},
-	})
+	return sdkclient.PAT(e.http.URL, bearer)
 }
 
 // AddUser adds a workspace user and its Postgres role; it returns the

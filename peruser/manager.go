@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/databricks/databricks-sdk-go"
-	"github.com/databricks/databricks-sdk-go/config"
 
 	"github.com/lakebase-go/lakebase/connector"
+	"github.com/lakebase-go/lakebase/internal/sdkclient"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
@@ -139,18 +139,9 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-type noLoader struct{}
-
-func (noLoader) Name() string                   { return "peruser-none" }
-func (noLoader) Configure(*config.Config) error { return nil }
-
 // patClient builds a workspace client from nothing but host and token.
 func patClient(host, token string) (*databricks.WorkspaceClient, error) {
-	return databricks.NewWorkspaceClient(&databricks.Config{
-		Host: host, Token: token, Credentials: config.PatCredentials{}, AuthType: "pat",
-		Loaders:              []config.Loader{noLoader{}},
-		HostMetadataResolver: func(context.Context, string) (*config.HostMetadata, error) { return nil, nil },
-	})
+	return sdkclient.PAT(host, token)
 }
 
 // ServicePrincipal returns the service principal's pool (for admin routes).

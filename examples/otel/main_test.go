@@ -1,27 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"strings"
 	"testing"
+
+	"github.com/lakebase-go/lakebase/examples/internal/demo"
 )
 
 func TestRun(t *testing.T) {
-	t.Setenv("DATABRICKS_HOST", "")
-	var out bytes.Buffer
-	if err := run(t.Context(), &out); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	check(t, out.String())
-	if strings.Contains(out.String(), "lbt_") {
-		t.Error("a token value was printed")
-	}
-}
-
-func check(t *testing.T, s string) {
-	for _, want := range []string{`"Name":"lakebase.token.fetch"`, `"Name":"sql.conn.query"`, "lakebase.token.fetch.duration", "db.client.operation.duration"} {
-		if !strings.Contains(s, want) {
-			t.Errorf("output lacks %s", want)
-		}
-	}
+	demo.Expect(t, demo.RunTest(t, run),
+		`"Name":"lakebase.token.fetch"`,
+		`"Name":"sql.conn.query"`,
+		"lakebase.token.fetch.duration",
+		"db.client.operation.duration")
 }
