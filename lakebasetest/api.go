@@ -34,6 +34,7 @@ const (
 	FaultEmptyToken          // "token": ""
 	FaultExpiredToken        // the expiry is in the past
 	FaultMissingExpiry       // no expiry field
+	FaultDropConnection      // the connection is closed without a response (any route)
 )
 
 type failure struct {
@@ -100,6 +101,14 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fault := a.faults[route]
 	a.mu.Unlock()
 
+	if fault == FaultDropConnection {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+	}
 	if lat > 0 {
 		select {
 		case <-time.After(lat):

@@ -228,3 +228,21 @@ func TestParallelEmulators(t *testing.T) {
 		}
 	}
 }
+
+func TestDropConnectionFault(t *testing.T) {
+	e := Start(t)
+	w, err := e.WorkspaceClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetFault(RouteMe, FaultDropConnection)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if _, err := w.CurrentUser.Me(ctx, iam.MeRequest{}); err == nil {
+		t.Fatal("Me succeeded while the API drops connections")
+	}
+	e.SetFault(RouteMe, FaultNone)
+	if _, err := w.CurrentUser.Me(t.Context(), iam.MeRequest{}); err != nil {
+		t.Fatalf("after clearing the fault: %v", err)
+	}
+}

@@ -355,3 +355,38 @@ func TestCloseDuringInflightFetches(t *testing.T) {
 		}
 	}
 }
+
+// The credential API dropping connections (a network failure, not an HTTP
+// error) during the refresh window costs new connections nothing, and the
+// failures are classified transient.
+func TestNetworkFailureInsideRefreshWindow(t *testing.T) {
+	e := lakebasetest.Start(t, lakebasetest.WithMinTTL(time.Second), lakebasetest.WithTTL(6*time.Second))
+	logs := newCapture(t)
+	cfg := config(t, e, logs.logger())
+	cfg.Token.EarlyRefresh = 4 * time.Second
+	c, _ := open(t, cfg)
+	if _, err := c.TokenSource().Token(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	base := e.Calls(lakebasetest.RouteCredentials)
+	e.SetFault(lakebasetest.RouteCredentials, lakebasetest.FaultDropConnection)
+	var failed int
+	for e.Calls(lakebasetest.RouteCredentials) < base+3 { // the refresh keeps failing
+		if f, err := newConnections(t.Context(), c, 1); f > 0 {
+			failed++
+			t.Errorf("new connection failed while the API dropped connections: %v", err)
+		}
+	}
+	e.SetFault(lakebasetest.RouteCredentials, lakebasetest.FaultNone)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if f, err := newConnections(t.Context(), c, 1); f > 0 {
+			failed++
+			t.Errorf("new connection failed after the API recovered: %v", err)
+		}
+	}
+	if !strings.Contains(logs.text(), "transient=true") {
+		t.Errorf("dropped connections were not logged as transient failures:\n%s", logs.text())
+	}
+	t.Logf("%d credential calls while dropping connections and after; %d failed new connections", e.Calls(lakebasetest.RouteCredentials)-base, failed)
+}
