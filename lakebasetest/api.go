@@ -29,12 +29,12 @@ type Fault int
 
 // The faults SetFault can inject.
 const (
-	FaultNone          Fault = iota
-	FaultMalformedJSON       // the body is not JSON
-	FaultEmptyToken          // "token": ""
-	FaultExpiredToken        // the expiry is in the past
-	FaultMissingExpiry       // no expiry field
-	FaultDropConnection      // the connection is closed without a response (any route)
+	FaultNone           Fault = iota
+	FaultMalformedJSON        // the body is not JSON
+	FaultEmptyToken           // "token": ""
+	FaultExpiredToken         // the expiry is in the past
+	FaultMissingExpiry        // no expiry field
+	FaultDropConnection       // the connection is closed without a response (any route)
 )
 
 type failure struct {
