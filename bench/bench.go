@@ -138,6 +138,28 @@ type fetchSource tokensource.FetchFunc
 
 func (f fetchSource) Token(ctx context.Context) (tokensource.Token, error) { return f(ctx) }
 
+// connectorWith is an eager connector with token options (already holding
+// its first token).
+func (env *Env) connectorWith(ctx context.Context, opts tokensource.Options) (driver.Connector, func(), error) {
+	e := env.E
+	w, err := e.WorkspaceClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts.Logger = slog.New(slog.DiscardHandler)
+	c, err := connector.New(ctx, connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(),
+		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w, Token: opts,
+		Logger: slog.New(slog.DiscardHandler), LookupEnv: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := c.TokenSource().Token(ctx); err != nil {
+		_ = c.Close()
+		return nil, nil, err
+	}
+	return c, func() { _ = c.Close() }, nil
+}
+
 // Connect opens and closes n physical connections through c, returning the
 // per-connection latencies.
 func Connect(ctx context.Context, c driver.Connector, n int) ([]time.Duration, error) {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -19,12 +20,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leaktest.Options()...) }
 // asserts the table's shape and the call counts, never timings.
 func TestCompareSmoke(t *testing.T) {
 	var out bytes.Buffer
-	rows, err := Compare(t.Context(), &out, Options{Rounds: 1, Connects: 3, Churn: 10, Queries: 20, Stampede: 50})
+	rows, err := Compare(t.Context(), &out, Options{Rounds: 1, Connects: 3, Churn: 10, Queries: 20, Stampede: 50, Boundary: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	table := out.String()
-	for _, want := range []string{"1. token on cache hit", "2. new connection", "3. churn", "4a. SELECT 1", "4b. insert", "5. stampede", "7. scaling: 10", string(Limit), string(MintPerConn), string(OAuth2Reuse), string(Lazy), string(EagerOTel)} {
+	for _, want := range []string{"1. token on cache hit", "2. new connection", "3. churn", "4a. SELECT 1", "4b. insert", "5. stampede", "5b. eager", "7. scaling: 10", string(Limit), string(MintPerConn), string(OAuth2Reuse), string(Lazy), string(EagerOTel)} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q", want)
 		}

@@ -21,18 +21,19 @@ import (
 
 // Options size a comparison run.
 type Options struct {
-	Rounds   int // interleaved rounds per case (medians are over rounds)
-	Connects int // connections per round for the connect case
-	Churn    int // connections in the churn case
-	Queries  int // queries per round for the query case
-	Stampede int // goroutines in the stampede case
+	Rounds   int           // interleaved rounds per case (medians are over rounds)
+	Connects int           // connections per round for the connect case
+	Churn    int           // connections in the churn case
+	Queries  int           // queries per round for the query case
+	Stampede int           // goroutines in the stampede case
+	Boundary time.Duration // length of each run of the refresh-boundary case
 }
 
 // Quick is small enough for a test.
-var Quick = Options{Rounds: 3, Connects: 10, Churn: 40, Queries: 200, Stampede: 200}
+var Quick = Options{Rounds: 3, Connects: 10, Churn: 40, Queries: 200, Stampede: 200, Boundary: 2 * time.Second}
 
 // Full is what the README table comes from.
-var Full = Options{Rounds: 7, Connects: 40, Churn: 2000, Queries: 2000, Stampede: 1000}
+var Full = Options{Rounds: 7, Connects: 40, Churn: 2000, Queries: 2000, Stampede: 1000, Boundary: 8 * time.Second}
 
 // Row is one line of the comparison table.
 type Row struct {
@@ -174,6 +175,17 @@ func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 			fmt.Sprintf("%d credential calls", e.Calls(lakebasetest.RouteCredentials))})
 	}
 
+	// 5b. Eager mode across refresh boundaries: connect latency while the
+	// token is refreshed (slow 300 ms API) vs the same load with no refresh.
+	if o.Boundary > 0 {
+		steady, crossing, calls, err := env.boundary(ctx, o.Boundary)
+		if err != nil {
+			return nil, err
+		}
+		add(Row{"5b. eager: p99 connect, 8 goroutines, 3 s tokens refreshed via a 300 ms API", "steady (no refresh)", "p99 " + steady.Round(100*time.Microsecond).String(), "1.00", ""},
+			Row{"", "across refreshes", "p99 " + crossing.Round(100*time.Microsecond).String(), ratio(crossing, steady), fmt.Sprintf("%d refreshes during the run", calls)})
+	}
+
 	// 7. Scaling of credential calls with connections.
 	for _, n := range []int{10, 100, 1000} {
 		if n > o.Churn {
@@ -302,4 +314,48 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// boundary measures p99 connect latency of 8 goroutines opening connections
+// for d with an eager connector, first with tokens that outlive the run,
+// then with 3 s tokens refreshed through a 300 ms API during the run.
+func (env *Env) boundary(ctx context.Context, d time.Duration) (steady, crossing time.Duration, calls int64, err error) {
+	e := env.E
+	run := func(ttl time.Duration) (time.Duration, int64, error) {
+		e.SetTTL(ttl)
+		defer e.SetTTL(time.Hour)
+		c, closeFn, err := env.connectorWith(ctx, tokensource.Options{EarlyRefresh: time.Second, SafetyMargin: 500 * time.Millisecond, BackgroundRetryMin: 100 * time.Millisecond})
+		if err != nil {
+			return 0, 0, err
+		}
+		defer closeFn()
+		e.SetLatency(lakebasetest.RouteCredentials, 300*time.Millisecond)
+		defer e.SetLatency(lakebasetest.RouteCredentials, 0)
+		e.ResetCalls()
+		var mu sync.Mutex
+		var all []time.Duration
+		var wg sync.WaitGroup
+		var firstErr error
+		stop := time.Now().Add(d)
+		for g := 0; g < 8; g++ {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					lat, err := Connect(ctx, c, 1)
+					mu.Lock()
+					if err != nil && firstErr == nil {
+						firstErr = err
+					}
+					all = append(all, lat...)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return Quantile(all, 0.99), e.Calls(lakebasetest.RouteCredentials), firstErr
+	}
+	if steady, _, err = run(time.Hour); err != nil {
+		return
+	}
+	crossing, calls, err = run(3 * time.Second)
+	return
 }
