@@ -193,12 +193,29 @@ func (m *Manager) Acquire(_ context.Context, id Identity) (*sql.DB, func(), erro
 	p := m.pools[id.Email]
 	var evict []*userPool
 	if p == nil {
-		var err error
-		if p, err = m.newPoolLocked(id); err != nil {
-			m.mu.Unlock()
+		// Build outside the lock (a workspace client, a connector), so
+		// first requests of different users do not queue behind each other.
+		m.mu.Unlock()
+		built, err := m.buildPool(id)
+		if err != nil {
 			return nil, nil, err
 		}
-		evict = m.overCapLocked(p)
+		m.mu.Lock()
+		switch existing := m.pools[id.Email]; {
+		case m.closed:
+			m.mu.Unlock()
+			_ = built.db.Close()
+			return nil, nil, fmt.Errorf("peruser: %w", tokensource.ErrClosed)
+		case existing != nil: // another request of this user won the race
+			evict = append(evict, built)
+			p = existing
+		default:
+			p = built
+			p.elem = m.lru.PushFront(p)
+			m.pools[id.Email] = p
+			m.created.Add(1)
+			evict = append(evict, m.overCapLocked(p)...)
+		}
 	}
 	p.leases++
 	p.used = m.clock.Now()
@@ -260,10 +277,10 @@ func scrub(msg, secret string) string {
 	return strings.ReplaceAll(msg, secret, "REDACTED")
 }
 
-// newPoolLocked creates a user's pool (m.mu held). It makes no network
+// buildPool creates a user's pool, not yet registered. It makes no network
 // call: the host and TLS settings come from the service principal's
 // connector.
-func (m *Manager) newPoolLocked(id Identity) (*userPool, error) {
+func (m *Manager) buildPool(id Identity) (*userPool, error) {
 	uc, err := m.client(id)
 	if err != nil {
 		return nil, err
@@ -295,9 +312,6 @@ func (m *Manager) newPoolLocked(id Identity) (*userPool, error) {
 		MaxIdleConns: 1,
 		MaxIdleTime:  m.cfg.IdleTTL,
 	})
-	p.elem = m.lru.PushFront(p)
-	m.pools[id.Email] = p
-	m.created.Add(1)
 	m.logger.Debug("peruser: pool created", slog.String("role", id.Email), slog.String("user_id", id.UserID),
 		slog.String("lakebase.auth_mode", string(OnBehalfOfUser)))
 	return p, nil
