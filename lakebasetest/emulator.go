@@ -33,6 +33,7 @@ const (
 
 type emuConfig struct {
 	plaintext, plaintextOnly, expiredCert bool
+	certHosts                             []string
 	ttl, minTTL                           time.Duration
 	logger                                *slog.Logger
 }
@@ -51,6 +52,12 @@ func WithPlaintextOnly() Option { return func(c *emuConfig) { c.plaintextOnly = 
 // WithExpiredServerCert makes the server certificate's validity end in the
 // past.
 func WithExpiredServerCert() Option { return func(c *emuConfig) { c.expiredCert = true } }
+
+// WithServerCertHosts issues the server certificate for hosts instead of
+// localhost and 127.0.0.1 (for wrong-hostname TLS tests).
+func WithServerCertHosts(hosts ...string) Option {
+	return func(c *emuConfig) { c.certHosts = hosts }
+}
 
 // WithTTL sets the lifetime of credentials minted without a requested TTL
 // (default 1 h, like the service).
@@ -192,7 +199,11 @@ func freePort() (int, error) {
 
 // writeConfig writes TLS material, postgresql.conf settings and pg_hba.conf.
 func (e *Emulator) writeConfig() error {
-	c, err := newCerts([]string{"localhost", "127.0.0.1"}, e.cfg.expiredCert)
+	hosts := e.cfg.certHosts
+	if len(hosts) == 0 {
+		hosts = []string{"localhost", "127.0.0.1"}
+	}
+	c, err := newCerts(hosts, e.cfg.expiredCert)
 	if err != nil {
 		return err
 	}

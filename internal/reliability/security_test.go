@@ -133,3 +133,18 @@ func TestExpiredServerCertificateRefused(t *testing.T) {
 		t.Fatalf("want a certificate-expired error, got %v", err)
 	}
 }
+
+// verify-full refuses a certificate issued for another host name, and
+// require (upgraded) does too.
+func TestWrongHostnameRefused(t *testing.T) {
+	e := lakebasetest.Start(t, lakebasetest.WithServerCertHosts("db.example.test"))
+	for _, mode := range []string{"verify-full", "require", "verify-ca"} {
+		cfg := config(t, e, nil)
+		cfg.SSLMode = mode
+		_, db := open(t, cfg)
+		err := db.PingContext(t.Context())
+		if err == nil || !strings.Contains(err.Error(), "certificate") || !strings.Contains(err.Error(), "localhost") {
+			t.Errorf("sslmode=%s with a certificate for another host: want a hostname error, got %v", mode, err)
+		}
+	}
+}
