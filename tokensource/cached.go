@@ -31,7 +31,8 @@ type Options struct {
 	// could otherwise hold a call for 5 minutes). Zero: 10 seconds.
 	AttemptTimeout time.Duration
 	// RetrySchedule is the wait before each retry of a transient failure
-	// while a caller is waiting for a token. Nil: 100 ms, 500 ms, 2 s.
+	// while no usable token is cached (callers are waiting). Nil: 100 ms,
+	// 500 ms, 2 s. Empty but not nil: no retry.
 	RetrySchedule []time.Duration
 	// BackgroundRetryMin is the floor of the jittered exponential backoff
 	// after a failed background refresh, and how long a failure is
@@ -93,8 +94,18 @@ type call struct {
 }
 
 // Cached is a Source that caches the token of a FetchFunc and refreshes it
-// ahead of expiry (see Mode). It is safe for concurrent use. The hit path
-// is one atomic load and one clock read: no lock, no allocation.
+// ahead of expiry (see Mode). It is safe for concurrent use by multiple
+// goroutines. The hit path is one atomic load and one clock read: no lock,
+// no allocation.
+//
+// Each fetch runs in its own goroutine so that every waiting caller can give
+// up with its own context while the fetch carries on for the others; the
+// fetch's context derives from the source's lifetime (cancelled by Close)
+// and is bounded by AttemptTimeout. A fetch is retried on RetrySchedule only
+// for transient failures and only while no usable token is cached. A
+// failure is remembered for the backoff period (at least
+// BackgroundRetryMin): meanwhile callers without a usable token get that
+// error at once instead of starting another fetch.
 //
 // Close stops everything it started.
 type Cached struct {
@@ -108,12 +119,17 @@ type Cached struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // fetch goroutines
 
-	mu        sync.Mutex
-	inflight  *call
-	timer     Timer // the next background refresh (Eager)
-	failures  int   // consecutive failed fetches, for backoff
-	lastErr   error // the last failure, served until failUntil
-	failUntil int64
+	mu       sync.Mutex
+	inflight *call
+	timer    Timer  // the next background refresh (Eager)
+	timerGen uint64 // identifies the current timer; stale callbacks do nothing
+	failures int    // consecutive failed fetches, for backoff
+	lastErr  error  // the last failure, served until failUntil
+
+	// Lock-free views for callers holding a valid token past its refresh
+	// point: a fetch is running, or a failure is remembered until then.
+	busy      atomic.Bool
+	failUntil atomic.Int64
 
 	tel *telemetry
 }
@@ -140,7 +156,7 @@ func New(fetch FetchFunc, opts Options) *Cached {
 	}
 	if o.Mode == Eager {
 		c.mu.Lock()
-		c.startLocked(nil)
+		c.startLocked(c.now())
 		c.mu.Unlock()
 	}
 	return c
@@ -158,17 +174,16 @@ func (c *Cached) now() int64 {
 // for a fetch gives up when its ctx is done without cancelling the fetch for
 // others.
 func (c *Cached) Token(ctx context.Context) (Token, error) {
-	if st := c.cur.Load(); st != nil && !c.closed.Load() {
-		now := c.now()
-		if now < st.refreshAt {
-			return st.tok, nil
-		}
+	if st := c.cur.Load(); st != nil && c.now() < st.refreshAt {
+		return st.tok, nil // Close stores nil, so no closed check is needed
 	}
 	return c.slow(ctx, nil)
 }
 
 // Refresh implements Refresher: it returns a token other than stale,
-// fetching one unless the cached token already differs from stale.
+// fetching one unless the cached token is usable and already differs from
+// stale. It shares any fetch in flight. While a failure is remembered (see
+// Cached) it returns that failure without fetching.
 func (c *Cached) Refresh(ctx context.Context, stale Token) (Token, error) {
 	return c.slow(ctx, &stale)
 }
@@ -178,21 +193,28 @@ func (c *Cached) slow(ctx context.Context, stale *Token) (Token, error) {
 		return Token{}, ErrClosed
 	}
 	now := c.now()
-	c.mu.Lock()
 	st := c.cur.Load()
 	valid := st != nil && now < st.usableUntil
+	if valid && stale == nil && (now < st.refreshAt || c.busy.Load() || now < c.failUntil.Load()) {
+		// Past the refresh point but a refresh is running or has just
+		// failed: keep serving the valid token without taking the lock.
+		return st.tok, nil
+	}
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
+		return Token{}, ErrClosed
+	}
+	st = c.cur.Load()
+	valid = st != nil && now < st.usableUntil
 	if valid && stale == nil {
 		// A valid token: never make the caller wait, except the one lazy
 		// caller that starts the refresh (it falls back to this token).
-		if now < st.refreshAt {
+		if now < st.refreshAt || c.inflight != nil || now < c.failUntil.Load() {
 			c.mu.Unlock()
 			return st.tok, nil
 		}
-		if c.inflight != nil || now < c.failUntil {
-			c.mu.Unlock()
-			return st.tok, nil
-		}
-		cl := c.startLocked(nil)
+		cl := c.startLocked(now)
 		c.mu.Unlock()
 		if c.o.Mode == Eager {
 			return st.tok, nil
@@ -203,6 +225,7 @@ func (c *Cached) slow(ctx context.Context, stale *Token) (Token, error) {
 				return cl.tok, nil
 			}
 		case <-ctx.Done():
+		case <-c.ctx.Done():
 		}
 		return st.tok, nil
 	}
@@ -210,20 +233,23 @@ func (c *Cached) slow(ctx context.Context, stale *Token) (Token, error) {
 		c.mu.Unlock()
 		return st.tok, nil // someone refreshed already
 	}
-	if stale == nil && c.lastErr != nil && now < c.failUntil && c.inflight == nil {
-		err := c.lastErr // remembered failure: no fetch storm
-		c.mu.Unlock()
-		return Token{}, err
-	}
 	cl := c.inflight
 	if cl == nil {
-		cl = c.startLocked(c.o.RetrySchedule)
+		if c.lastErr != nil && now < c.failUntil.Load() {
+			err := c.lastErr // remembered failure: no fetch storm
+			c.mu.Unlock()
+			return Token{}, err
+		}
+		cl = c.startLocked(now)
 	}
 	c.mu.Unlock()
 	select {
 	case <-cl.done:
 	case <-ctx.Done():
 		return Token{}, fmt.Errorf("tokensource: waiting for a token: %w", ctx.Err())
+	case <-c.ctx.Done():
+		// Closed; do not wait for a FetchFunc that may ignore its ctx.
+		return Token{}, ErrClosed
 	}
 	if cl.err != nil {
 		return Token{}, cl.err
@@ -232,10 +258,18 @@ func (c *Cached) slow(ctx context.Context, stale *Token) (Token, error) {
 }
 
 // startLocked starts a fetch goroutine (c.mu held) and returns its call.
-// schedule is the retry schedule for transient failures (nil: one attempt).
-func (c *Cached) startLocked(schedule []time.Duration) *call {
+// Transient failures are retried on RetrySchedule only when no usable
+// token is cached at now; otherwise the fetch makes one attempt (the old
+// token stays in service and the background backoff takes over).
+func (c *Cached) startLocked(now int64) *call {
+	var schedule []time.Duration
+	if st := c.cur.Load(); st == nil || now >= st.usableUntil {
+		schedule = c.o.RetrySchedule
+	}
 	cl := &call{done: make(chan struct{})}
 	c.inflight = cl
+	c.busy.Store(true)
+	c.timerGen++ // a timer already firing must not start another fetch
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timer = nil
@@ -285,7 +319,7 @@ func (c *Cached) attempt(n int) (Token, error) {
 	defer cancel()
 	ctx, span := c.tel.start(ctx, n)
 	start := time.Now()
-	tok, err := c.fetch(ctx)
+	tok, err := c.callFetch(ctx)
 	if err == nil {
 		err = c.validate(tok)
 	}
@@ -300,6 +334,16 @@ func (c *Cached) attempt(n int) (Token, error) {
 	}
 	c.tel.end(ctx, span, start, tok, err)
 	return tok, err
+}
+
+// callFetch calls the FetchFunc, turning a panic into an error.
+func (c *Cached) callFetch(ctx context.Context) (tok Token, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			tok, err = Token{}, fmt.Errorf("tokensource: FetchFunc panicked: %v", r)
+		}
+	}()
+	return c.fetch(ctx)
 }
 
 func (c *Cached) validate(tok Token) error {
@@ -321,6 +365,7 @@ func (c *Cached) finish(cl *call, tok Token, err error) {
 	defer c.mu.Unlock()
 	cl.tok, cl.err = tok, err
 	c.inflight = nil
+	c.busy.Store(false)
 	close(cl.done)
 	if c.closed.Load() {
 		return
@@ -328,6 +373,7 @@ func (c *Cached) finish(cl *call, tok Token, err error) {
 	now := c.o.Clock.Now()
 	if err == nil {
 		c.failures, c.lastErr = 0, nil
+		c.failUntil.Store(0)
 		st := c.stateFor(tok, now)
 		c.cur.Store(st)
 		c.o.Logger.Debug("tokensource: token refreshed", slog.Time("expiry", tok.Expiry), slog.String("mode", c.o.Mode.String()))
@@ -338,7 +384,12 @@ func (c *Cached) finish(cl *call, tok Token, err error) {
 	}
 	c.failures++
 	backoff := c.backoff()
-	c.lastErr, c.failUntil = err, now.Add(backoff).UnixNano()
+	if st := c.cur.Load(); st != nil && now.UnixNano() < st.usableUntil {
+		// Retry once more before the cached token becomes unusable.
+		backoff = min(backoff, max(time.Duration(st.usableUntil-now.UnixNano()), c.o.BackgroundRetryMin))
+	}
+	c.lastErr = err
+	c.failUntil.Store(now.Add(backoff).UnixNano())
 	c.o.Logger.Warn("tokensource: token fetch failed", slog.String("error", err.Error()),
 		slog.Bool("transient", IsTransient(err)), slog.Duration("retry_in", backoff), slog.String("mode", c.o.Mode.String()))
 	if c.o.Mode == Eager {
@@ -377,20 +428,28 @@ func (c *Cached) scheduleLocked(d time.Duration) {
 		c.timer.Stop()
 	}
 	d = max(d, 0)
+	c.timerGen++
+	gen := c.timerGen
 	c.timer = c.o.Clock.AfterFunc(d, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if c.closed.Load() || c.inflight != nil {
+		if c.closed.Load() || c.inflight != nil || gen != c.timerGen {
 			return
 		}
 		c.timer = nil
-		c.startLocked(nil)
+		c.startLocked(c.now())
 	})
 }
 
+// closeGrace bounds how long Close waits for a cancelled fetch to return.
+const closeGrace = 2 * time.Second
+
 // Close stops the background refresh, cancels a fetch in flight and waits
-// for it to return. It is idempotent; later calls of Token and Refresh fail
-// with ErrClosed.
+// for its goroutine to return. A FetchFunc that ignores its ctx cannot
+// block Close: after a grace period (2 s) Close returns anyway and that
+// goroutine ends whenever the FetchFunc does; callers waiting for it get
+// ErrClosed at once. Close is idempotent; later calls of Token and Refresh
+// fail with ErrClosed.
 func (c *Cached) Close() error {
 	if c.closed.Swap(true) {
 		return nil
@@ -400,8 +459,16 @@ func (c *Cached) Close() error {
 		c.timer.Stop()
 		c.timer = nil
 	}
+	c.cur.Store(nil) // the hit path checks nothing else
 	c.mu.Unlock()
 	c.cancel()
-	c.wg.Wait()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 	return nil
 }

@@ -75,9 +75,14 @@ const (
 	// background ahead of expiry. Callers never wait while a valid token
 	// is cached. The default.
 	Eager Mode = iota
-	// Lazy fetches on demand and never starts a goroutine or timer. The
-	// first caller past the refresh point fetches; if that fails while the
-	// old token is still valid, it gets the old token.
+	// Lazy fetches on demand and starts no background goroutine or timer:
+	// nothing runs between calls. The first caller past the refresh point
+	// waits for the fetch (one attempt, at most AttemptTimeout, or until
+	// its ctx is done); if it fails while the old token is still valid, that
+	// caller gets the old token. Concurrent callers get the old token
+	// without waiting. The fetch itself runs in a goroutine that lives only
+	// as long as the fetch, so that a waiter giving up does not cancel it
+	// for the others.
 	Lazy
 )
 
