@@ -3,6 +3,7 @@
 package clocktest
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"time"
@@ -12,10 +13,10 @@ import (
 
 // Clock is a fake clock. The zero value is not usable; call New.
 type Clock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*timer
-	added  chan struct{}
+	mu      sync.Mutex
+	now     time.Time
+	timers  []*timer
+	changed chan struct{} // closed and replaced whenever a timer is added
 }
 
 type timer struct {
@@ -29,7 +30,7 @@ type timer struct {
 var _ tokensource.Clock = (*Clock)(nil)
 
 // New returns a clock reading start.
-func New(start time.Time) *Clock { return &Clock{now: start, added: make(chan struct{}, 1024)} }
+func New(start time.Time) *Clock { return &Clock{now: start, changed: make(chan struct{})} }
 
 // Now returns the fake time.
 func (c *Clock) Now() time.Time {
@@ -44,12 +45,34 @@ func (c *Clock) AfterFunc(d time.Duration, f func()) tokensource.Timer {
 	c.mu.Lock()
 	t := &timer{c: c, at: c.now.Add(d), f: f}
 	c.timers = append(c.timers, t)
+	close(c.changed)
+	c.changed = make(chan struct{})
 	c.mu.Unlock()
-	select {
-	case c.added <- struct{}{}:
-	default:
-	}
 	return t
+}
+
+// BlockUntil waits until at least n timers are pending (not fired or
+// stopped) or ctx is done, and reports whether they are.
+func (c *Clock) BlockUntil(ctx context.Context, n int) bool {
+	for {
+		c.mu.Lock()
+		pending := c.pendingLocked()
+		ch := c.changed
+		c.mu.Unlock()
+		if pending >= n {
+			return true
+		}
+		// Stop does not signal, so poll as well as wait for AfterFunc.
+		t := time.NewTimer(time.Millisecond)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+		t.Stop()
+	}
 }
 
 // Stop implements tokensource.Timer.
@@ -65,6 +88,10 @@ func (t *timer) Stop() bool {
 func (c *Clock) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.pendingLocked()
+}
+
+func (c *Clock) pendingLocked() int {
 	n := 0
 	for _, t := range c.timers {
 		if !t.stopped && !t.fired {
