@@ -385,8 +385,11 @@ func (c *Cached) finish(cl *call, tok Token, err error) {
 	c.failures++
 	backoff := c.backoff()
 	if st := c.cur.Load(); st != nil && now.UnixNano() < st.usableUntil {
-		// Retry once more before the cached token becomes unusable.
-		backoff = min(backoff, max(time.Duration(st.usableUntil-now.UnixNano()), c.o.BackgroundRetryMin))
+		// Never back off past the end of the cached token's usable life:
+		// aim one floor before it, so a last attempt can succeed while
+		// callers are still being served (retries stay a floor apart).
+		target := time.Duration(st.usableUntil-now.UnixNano()) - c.o.BackgroundRetryMin
+		backoff = min(backoff, max(target, c.o.BackgroundRetryMin))
 	}
 	c.lastErr = err
 	c.failUntil.Store(now.Add(backoff).UnixNano())

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -138,12 +137,13 @@ func TestLazyFetchesOnlyOnDemandAndStartsNothing(t *testing.T) {
 	clk := clocktest.New(t0)
 	f := &fetcher{}
 	f.set(hourTokens(clk))
-	before := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
 	c := tokensource.New(f.fetch, tokensource.Options{Mode: tokensource.Lazy, Clock: clk, Logger: quiet()})
 	defer c.Close()
-	if f.calls.Load() != 0 || clk.Pending() != 0 || runtime.NumGoroutine() != before {
-		t.Fatalf("lazy New started work: calls %d, timers %d, goroutines %d -> %d", f.calls.Load(), clk.Pending(), before, runtime.NumGoroutine())
+	if f.calls.Load() != 0 || clk.Pending() != 0 {
+		t.Fatalf("lazy New started work: calls %d, timers %d", f.calls.Load(), clk.Pending())
 	}
+	goleak.VerifyNone(t, leaktest.Options(before)...) // no goroutine after New
 	for i := 0; i < 10; i++ {
 		if _, err := c.Token(t.Context()); err != nil {
 			t.Fatal(err)
@@ -152,6 +152,7 @@ func TestLazyFetchesOnlyOnDemandAndStartsNothing(t *testing.T) {
 	if f.calls.Load() != 1 || clk.Pending() != 0 {
 		t.Errorf("calls %d (want 1), timers %d (want 0)", f.calls.Load(), clk.Pending())
 	}
+	goleak.VerifyNone(t, leaktest.Options(before)...) // nothing outlives the calls
 	clk.Advance(46 * time.Minute) // past the refresh point
 	tok, err := c.Token(t.Context())
 	if err != nil || tok.Value != "tok-2" || f.calls.Load() != 2 {
@@ -277,17 +278,25 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 }
 
 func TestBadExpiryMakesNoTightLoop(t *testing.T) {
-	for name, expiry := range map[string]func(now time.Time) time.Time{
-		"past": func(now time.Time) time.Time { return now.Add(-time.Minute) },
-		"zero": func(time.Time) time.Time { return time.Time{} },
-		"soon": func(now time.Time) time.Time { return now.Add(time.Second) }, // inside the safety margin
+	for name, resp := range map[string]func(now time.Time) (tokensource.Token, error){
+		"past": func(now time.Time) (tokensource.Token, error) {
+			return tokensource.Token{Value: "v", Expiry: now.Add(-time.Minute)}, nil
+		},
+		"zero": func(time.Time) (tokensource.Token, error) { return tokensource.Token{Value: "v"}, nil },
+		"soon": func(now time.Time) (tokensource.Token, error) { // inside the safety margin
+			return tokensource.Token{Value: "v", Expiry: now.Add(time.Second)}, nil
+		},
+		"empty": func(now time.Time) (tokensource.Token, error) {
+			return tokensource.Token{Expiry: now.Add(time.Hour)}, nil
+		},
+		"403": func(time.Time) (tokensource.Token, error) {
+			return tokensource.Token{}, apiErr(403, "PERMISSION_DENIED")
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			clk := clocktest.New(t0)
 			f := &fetcher{}
-			f.set(func(context.Context, int64) (tokensource.Token, error) {
-				return tokensource.Token{Value: "v", Expiry: expiry(clk.Now())}, nil
-			})
+			f.set(func(context.Context, int64) (tokensource.Token, error) { return resp(clk.Now()) })
 			c := tokensource.New(f.fetch, tokensource.Options{Clock: clk, Logger: quiet()})
 			defer c.Close()
 			end := t0.Add(time.Hour)
