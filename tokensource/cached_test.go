@@ -153,7 +153,7 @@ func TestLazyFetchesOnlyOnDemandAndStartsNothing(t *testing.T) {
 		t.Errorf("calls %d (want 1), timers %d (want 0)", f.calls.Load(), clk.Pending())
 	}
 	goleak.VerifyNone(t, leaktest.Options(before)...) // nothing outlives the calls
-	clk.Advance(46 * time.Minute) // past the refresh point
+	clk.Advance(46 * time.Minute)                     // past the refresh point
 	tok, err := c.Token(t.Context())
 	if err != nil || tok.Value != "tok-2" || f.calls.Load() != 2 {
 		t.Errorf("lazy refresh: %v %v calls %d", tok.Value, err, f.calls.Load())
