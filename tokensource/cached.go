@@ -328,7 +328,7 @@ func (c *Cached) attempt(n int) (Token, error) {
 			err = ErrClosed
 		} else if ctx.Err() == context.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
 			// The SDK returns its last API error, not the deadline.
-			err = fmt.Errorf("attempt timed out after %v: %w (last error: %v)", c.o.AttemptTimeout, context.DeadlineExceeded, err)
+			err = fmt.Errorf("attempt timed out after %v: %w (last error: %w)", c.o.AttemptTimeout, context.DeadlineExceeded, err)
 		}
 		err = &Error{Op: "fetch", Kind: classify(err), Err: err}
 	}
@@ -363,10 +363,13 @@ func (c *Cached) validate(tok Token) error {
 func (c *Cached) finish(cl *call, tok Token, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Waiters are released only after the outcome is published (the new
+	// state or the remembered failure), so whoever returns with it sees a
+	// consistent source.
+	defer close(cl.done)
 	cl.tok, cl.err = tok, err
 	c.inflight = nil
 	c.busy.Store(false)
-	close(cl.done)
 	if c.closed.Load() {
 		return
 	}

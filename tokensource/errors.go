@@ -59,7 +59,17 @@ type Error struct {
 
 // Error implements error.
 func (e *Error) Error() string {
-	return "tokensource: " + e.Op + " failed (" + e.Kind.String() + "): " + e.Err.Error()
+	detail := e.Kind.String()
+	var ae *apierr.APIError
+	if errors.As(e.Err, &ae) {
+		if ae.ErrorCode != "" {
+			detail += ", " + ae.ErrorCode
+		}
+		if ae.StatusCode != 0 {
+			detail += ", HTTP " + strconv.Itoa(ae.StatusCode)
+		}
+	}
+	return "tokensource: " + e.Op + " failed (" + detail + "): " + e.Err.Error()
 }
 
 // Unwrap returns the cause.

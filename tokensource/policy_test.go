@@ -347,7 +347,7 @@ func TestTokenFormattingAndValid(t *testing.T) {
 
 func TestErrorMessages(t *testing.T) {
 	e := &tokensource.Error{Op: "fetch", Kind: tokensource.KindAuth, Err: apiErr(403, "PERMISSION_DENIED")}
-	if !strings.HasPrefix(e.Error(), "tokensource: fetch failed (auth)") || e.Transient() || !errors.Is(e, e.Err) {
+	if !strings.HasPrefix(e.Error(), "tokensource: fetch failed (auth, PERMISSION_DENIED, HTTP 403): injected") || e.Transient() || !errors.Is(e, e.Err) {
 		t.Errorf("Error: %q", e.Error())
 	}
 	ce := &tokensource.ConfigError{Setting: "TTL", Problem: "1m is outside 5m..1h", Fix: "use 5 minutes to 1 hour"}
