@@ -63,7 +63,9 @@ type EndpointOptions struct {
 	// service default (1 h).
 	TTL time.Duration
 	// ReadOnlyTables scopes the token to read-only Unity Catalog claims on
-	// these tables (READ_ONLY permission set).
+	// these tables (full names, catalog.schema.table): one RequestedClaims
+	// with the READ_ONLY permission set. The API has no blanket read-only
+	// flag; the permission set always applies to listed resources.
 	ReadOnlyTables []string
 	// Claims are passed through as-is (in addition to ReadOnlyTables).
 	Claims []postgres.RequestedClaims
@@ -89,6 +91,9 @@ func EndpointFetcher(w *databricks.WorkspaceClient, endpoint string, opts Endpoi
 	if len(opts.ReadOnlyTables) > 0 {
 		claim := postgres.RequestedClaims{PermissionSet: postgres.RequestedClaimsPermissionSetReadOnly}
 		for _, t := range opts.ReadOnlyTables {
+			if strings.TrimSpace(t) == "" {
+				return nil, &ConfigError{Setting: "ReadOnlyTables", Problem: "contains an empty table name", Fix: "list full Unity Catalog names (catalog.schema.table)"}
+			}
 			claim.Resources = append(claim.Resources, postgres.RequestedResource{TableName: t})
 		}
 		req.Claims = append(append([]postgres.RequestedClaims(nil), req.Claims...), claim)

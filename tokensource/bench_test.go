@@ -69,3 +69,12 @@ func BenchmarkOAuth2ReuseTokenSource(b *testing.B) {
 		})
 	})
 }
+
+var nowSink int64
+
+// BenchmarkTimeNow is the floor of the hit path: one wall-clock read.
+func BenchmarkTimeNow(b *testing.B) {
+	for b.Loop() {
+		nowSink += time.Now().UnixNano()
+	}
+}

@@ -11,7 +11,8 @@ import (
 	"github.com/databricks/databricks-sdk-go/apierr"
 )
 
-// ErrClosed is returned (wrapped) by every call on a closed source.
+// ErrClosed is the error of every Token or Refresh call on a closed source
+// (test with errors.Is).
 var ErrClosed = errors.New("tokensource: closed")
 
 // Kind classifies a fetch failure by whether retrying can help.

@@ -144,6 +144,10 @@ func TestFetcherConfigErrors(t *testing.T) {
 			return err
 		},
 		func() error { _, err := tokensource.InstanceFetcher(w, ""); return err },
+		func() error {
+			_, err := tokensource.EndpointFetcher(w, "e", tokensource.EndpointOptions{ReadOnlyTables: []string{""}})
+			return err
+		},
 	} {
 		var ce *tokensource.ConfigError
 		if err := f(); !errors.As(err, &ce) {
