@@ -170,6 +170,11 @@ func TestMissingIdentityIs401AndNeverTheServicePrincipal(t *testing.T) {
 	e := lakebasetest.Start(t)
 	logs := &logBuf{}
 	m := newManager(t, peruser.Config{Base: base(t, e, logs)})
+	// The service principal's eager source fetches at start: let that
+	// finish before taking the baseline.
+	if err := m.ServicePrincipal().PingContext(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	loginsBefore, callsBefore := e.Logins(e.ServicePrincipal()), e.Calls(lakebasetest.RouteCredentials)
 	const secret = "eyJSECRETTOKENMARKER"
 	for name, r := range map[string]*http.Request{
