@@ -3,7 +3,11 @@ package tokensource_test
 import (
 	"context"
 	"fmt"
+	"log"
 	"time"
+
+	"github.com/databricks/databricks-sdk-go"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/lakebase-go/lakebase/tokensource"
 )
@@ -33,4 +37,27 @@ func ExampleStatic() {
 	tok, _ := src.Token(context.Background())
 	fmt.Printf("%v\n", tok)
 	// Output: Token{REDACTED, no expiry}
+}
+
+// EndpointFetcher mints credentials through the Databricks SDK; Cached
+// keeps one valid and refreshes it ahead of expiry.
+func ExampleEndpointFetcher() {
+	w, err := databricks.NewWorkspaceClient() // DATABRICKS_HOST and credentials from the environment
+	if err != nil {
+		log.Fatal(err)
+	}
+	fetch, err := tokensource.EndpointFetcher(w, "projects/my-project/branches/production/endpoints/primary",
+		tokensource.EndpointOptions{TTL: 30 * time.Minute})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ts := tokensource.New(fetch, tokensource.Options{
+		Attributes: []attribute.KeyValue{attribute.String("lakebase.endpoint", "primary")},
+	})
+	defer ts.Close()
+	tok, err := ts.Token(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tok) // prints the expiry, never the token
 }
