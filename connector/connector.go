@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -330,6 +331,24 @@ func (c *Connector) Database() string { return c.db }
 // TokenSource returns the source of passwords, or nil with a static
 // Password.
 func (c *Connector) TokenSource() tokensource.Source { return c.source }
+
+// Config returns the configuration New resolved: every field after the
+// environment fallbacks, the defaults and the workspace look-ups (Host, User,
+// Port, Database, SSLMode, Endpoint or Instance, and the Workspace client New
+// built when none was given). Its LookupEnv reads nothing, so a Config
+// derived from it and passed to New again (for example with another User and
+// TokenSource, as package peruser does) reproduces these settings without
+// reading the environment or calling the workspace for the host. Password and
+// TokenSource are those of the original Config.
+func (c *Connector) Config() Config {
+	cfg := c.cfg.Config
+	cfg.LookupEnv = noEnv
+	cfg.RuntimeParams = maps.Clone(cfg.RuntimeParams)
+	return cfg
+}
+
+// noEnv is a LookupEnv that finds nothing.
+func noEnv(string) (string, bool) { return "", false }
 
 // ConnConfig returns a copy of the base pgx configuration (no password).
 func (c *Connector) ConnConfig() *pgx.ConnConfig { return c.base.Copy() }
