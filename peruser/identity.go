@@ -42,25 +42,40 @@ func (i Identity) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("email", i.Email), slog.String("user_id", i.UserID))
 }
 
-// AuthError reports a missing or invalid identity header. It maps to HTTP
-// 401 and never contains the value of the token header.
+// AuthError reports an identity header that is missing, malformed or not
+// proven by the access token. It never contains the value of the token
+// header.
 type AuthError struct {
-	Header  string
-	Problem string
+	Header  string // the header at fault
+	Problem string // what is wrong with it
+	// Status is the HTTP status: http.StatusUnauthorized (401) for a
+	// missing or malformed header, http.StatusForbidden (403) for an
+	// identity the access token does not prove. Zero means 401.
+	Status int
 }
 
 // Error implements error.
 func (e *AuthError) Error() string { return "peruser: " + e.Header + ": " + e.Problem }
 
-// StatusCode maps an error of this package to an HTTP status: 401 for an
-// *AuthError, 503 for a transient credential failure, 500 otherwise.
+// StatusCode returns e.Status, or 401 when it is zero.
+func (e *AuthError) StatusCode() int {
+	if e.Status == 0 {
+		return http.StatusUnauthorized
+	}
+	return e.Status
+}
+
+// StatusCode maps an error of this package to an HTTP status: 401 for a
+// missing or malformed identity header, 403 for an identity the access
+// token does not prove (both *AuthError), 503 for a transient failure
+// (workspace or credential call, a request deadline), 500 otherwise.
 func StatusCode(err error) int {
 	var ae *AuthError
 	switch {
 	case err == nil:
 		return http.StatusOK
 	case errors.As(err, &ae):
-		return http.StatusUnauthorized
+		return ae.StatusCode()
 	case tokensource.IsTransient(err):
 		return http.StatusServiceUnavailable
 	}

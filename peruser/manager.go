@@ -4,17 +4,15 @@ import (
 	"container/list"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/databricks/databricks-sdk-go"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/lakebase-go/lakebase/connector"
 	"github.com/lakebase-go/lakebase/internal/sdkclient"
@@ -33,61 +31,92 @@ const (
 
 // Config configures a Manager. Zero fields have the defaults in comments.
 type Config struct {
-	// Base is the service principal's configuration (endpoint or instance,
-	// host, database, TLS, workspace, Token options). User pools copy it,
-	// replacing the user and the token source.
+	// Base is the service principal's configuration. Its zero fields are
+	// resolved once by connector.New (environment, profiles, look-ups);
+	// every user pool is derived from that resolved configuration (the
+	// endpoint or instance, host, port, database, TLS, token options and
+	// workspace host), with the user's email as role and a token source
+	// minting with the user's access token. Nothing is read from the
+	// environment again.
 	Base connector.Config
-	// MaxUsers caps the open user pools. Zero: 100.
+	// MaxUsers caps the open user pools. Zero: 100. A pool in use is never
+	// closed, so the cap can be exceeded while more users are in flight.
 	MaxUsers int
 	// IdleTTL closes a user pool unused this long. Zero: 2 minutes.
 	IdleTTL time.Duration
 	// MaxOpenConnsPerUser caps each user pool. Zero: 3.
 	MaxOpenConnsPerUser int
+	// Verify is how a new access token is proven to belong to the email.
+	// Zero: VerifyAuto (Me, or a credential mint and a login where the
+	// workspace refuses Me).
+	Verify VerifyMethod
+	// VerifiedTTL is how long a verified access token is remembered when
+	// it is not a JWT with an exp claim. Zero: DefaultVerifiedTTL (5 min).
+	// A JWT is remembered until its exp, at most MaxVerifiedAge (1 h).
+	VerifiedTTL time.Duration
+	// MaxVerifiedTokens caps the remembered tokens (least recently used
+	// first out). Zero: DefaultMaxVerifiedTokens.
+	MaxVerifiedTokens int
+	// VerifyTimeout bounds one verification (it is also bounded by the
+	// contexts of the requests waiting for it). Zero: DefaultVerifyTimeout.
+	VerifyTimeout time.Duration
 	// DevFallbackToServicePrincipal serves requests without an identity
 	// from the service principal's pool. For local development only: it
 	// logs a warning once and reports the auth mode as service-principal.
+	// Requests that do carry identity headers are verified as always.
 	DevFallbackToServicePrincipal bool
-	// NewUserWorkspace builds the workspace client that mints a user's
-	// credentials. Nil: a PAT client built only from the user's token and
-	// the workspace host, reading nothing from the environment or profiles.
+	// NewUserWorkspace builds the workspace client that verifies a user's
+	// token and mints the user's credentials (one per verification or
+	// mint; nothing keeps it). Nil: a PAT client built only from the
+	// user's token and the service principal's resolved workspace host,
+	// reading nothing from the environment or profiles, on an HTTP
+	// transport shared by all users (the service principal client's
+	// transport when it set one).
 	NewUserWorkspace func(host, accessToken string) (*databricks.WorkspaceClient, error)
-	// Clock drives the janitor. Nil: the system clock.
+	// Clock drives the janitor, token and verification expiry. Nil: the
+	// system clock.
 	Clock tokensource.Clock
 }
 
 // Stats are counters of a Manager.
 type Stats struct {
-	OpenPools int   // user pools open now
-	Created   int64 // user pools created
-	Evicted   int64 // user pools closed for idleness or the MaxUsers cap
+	OpenPools      int   // user pools open now (including ones being built)
+	Created        int64 // user pools created
+	Evicted        int64 // user pools closed for idleness or the MaxUsers cap
+	Verifications  int64 // access-token proofs made (Me calls or login proofs)
+	VerifiedTokens int   // verified tokens remembered now
 }
 
 // userPool is one user's pool.
 type userPool struct {
-	role   string
-	db     *sql.DB
-	conn   *connector.Connector
-	ws     atomic.Pointer[userClient]
-	elem   *list.Element // in Manager.lru
-	leases int           // requests holding the pool (Manager.mu)
-	used   time.Time     // last use (Manager.mu)
-}
-
-// userClient is a user's workspace client and the token it was built from.
-type userClient struct {
-	token string
-	fetch tokensource.FetchFunc
+	role  string
+	ready chan struct{} // closed when the build is done (db or err set)
+	err   error
+	db    *sql.DB
+	src   *userSource
+	elem  *list.Element // in Manager.lru
+	// Manager.mu:
+	leases int       // requests holding the pool (the builder included)
+	used   time.Time // last use
 }
 
 // Manager hands out per-user pools. It is safe for concurrent use.
 type Manager struct {
-	cfg      Config
-	logger   *slog.Logger
-	clock    tokensource.Clock
-	host     string // workspace URL for user clients
-	sp       *sql.DB
-	spConn   *connector.Connector
-	warnOnce sync.Once
+	cfg       Config
+	logger    *slog.Logger
+	clock     tokensource.Clock
+	sp        *sql.DB
+	spConn    *connector.Connector
+	user      connector.Config // the template of user configurations
+	host      string           // workspace URL for user clients
+	transport http.RoundTripper
+	ownTrans  *http.Transport // closed by Close, if the Manager made it
+	tokenOpts tokensource.Options
+	// seedMargin: a credential is handed out only if it is valid this much
+	// longer.
+	seedMargin time.Duration
+	verifier   *verifier
+	warnOnce   sync.Once
 
 	mu      sync.Mutex
 	pools   map[string]*userPool
@@ -96,11 +125,12 @@ type Manager struct {
 	closed  bool
 	created atomic.Int64
 	evicted atomic.Int64
-	wg      sync.WaitGroup // pool closes in flight
+	wg      sync.WaitGroup // janitor passes in flight
 }
 
-// New builds the service principal's pool (resolving host and user through
-// the workspace once) and starts the janitor.
+// New builds the service principal's pool (connector.New resolves its
+// configuration once, looking up what is missing with ctx) and starts the
+// janitor. User pools are derived from that resolved configuration.
 func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.MaxUsers <= 0 {
 		cfg.MaxUsers = 100
@@ -110,6 +140,18 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	if cfg.MaxOpenConnsPerUser <= 0 {
 		cfg.MaxOpenConnsPerUser = 3
+	}
+	if cfg.VerifiedTTL <= 0 {
+		cfg.VerifiedTTL = DefaultVerifiedTTL
+	}
+	if cfg.MaxVerifiedTokens <= 0 {
+		cfg.MaxVerifiedTokens = DefaultMaxVerifiedTokens
+	}
+	if cfg.VerifyTimeout <= 0 {
+		cfg.VerifyTimeout = DefaultVerifyTimeout
+	}
+	if cfg.Verify < VerifyAuto || cfg.Verify > VerifyLogin {
+		return nil, &connector.ConfigError{Setting: "peruser.Config.Verify", Problem: "unknown verification method " + cfg.Verify.String(), Fix: "use VerifyAuto, VerifyMe or VerifyLogin"}
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = tokensource.SystemClock()
@@ -123,66 +165,155 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, logger: logger, clock: cfg.Clock, spConn: spConn, pools: map[string]*userPool{}, lru: list.New()}
+	if err := m.deriveUserConfig(spConn.Config()); err != nil {
+		_ = spConn.Close()
+		return nil, err
+	}
 	m.sp = connector.OpenDB(spConn)
-	if w := cfg.Base.Workspace; w != nil && w.Config != nil {
-		m.host = w.Config.Host
-	}
-	if m.host == "" {
-		m.host = os.Getenv("DATABRICKS_HOST")
-	}
-	if m.cfg.NewUserWorkspace == nil {
-		m.cfg.NewUserWorkspace = patClient
-	}
+	m.verifier = newVerifier(m, cfg)
 	m.mu.Lock()
 	m.scheduleLocked()
 	m.mu.Unlock()
 	return m, nil
 }
 
-// patClient builds a workspace client from nothing but host and token.
-func patClient(host, token string) (*databricks.WorkspaceClient, error) {
-	return sdkclient.PAT(host, token)
+// deriveUserConfig builds the template of user configurations from the
+// service principal's resolved configuration.
+func (m *Manager) deriveUserConfig(r connector.Config) error {
+	if r.Endpoint == "" && r.Instance == "" {
+		return &connector.ConfigError{Setting: "peruser.Config.Base.Endpoint/Instance (" + connector.EnvEndpoint + "/" + connector.EnvInstance + ")",
+			Problem: "user pools need an endpoint or instance to mint users' credentials, and the service principal's configuration has neither",
+			Fix:     "set Base.Endpoint or LAKEBASE_ENDPOINT (or Base.Instance / LAKEBASE_INSTANCE)"}
+	}
+	if r.Workspace != nil && r.Workspace.Config != nil {
+		m.host = r.Workspace.Config.Host
+		m.transport = r.Workspace.Config.HTTPTransport
+	}
+	if m.host == "" && m.cfg.NewUserWorkspace == nil {
+		return &connector.ConfigError{Setting: "peruser.Config.Base.Workspace (DATABRICKS_HOST)",
+			Problem: "no workspace host for user clients: the service principal has no workspace client",
+			Fix:     "set DATABRICKS_HOST (or a profile), pass Base.Workspace, or set NewUserWorkspace"}
+	}
+	if m.transport == nil {
+		m.ownTrans = sdkclient.NewTransport()
+		m.transport = m.ownTrans
+	}
+	u := r
+	u.User, u.Password, u.TokenSource, u.Workspace = "", "", nil, nil
+	u.Logger = m.logger.With(slog.String("lakebase.auth_mode", string(OnBehalfOfUser)))
+	m.user = u
+
+	opts := r.Token
+	opts.Mode = tokensource.Lazy
+	opts.Clock = m.clock
+	if opts.Logger == nil {
+		opts.Logger = u.Logger
+	}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = r.TracerProvider
+	}
+	if opts.MeterProvider == nil {
+		opts.MeterProvider = r.MeterProvider
+	}
+	opts.Attributes = append(append(opts.Attributes[:0:0], opts.Attributes...), authModeAttr(OnBehalfOfUser))
+	if r.Endpoint != "" {
+		opts.Attributes = append(opts.Attributes, attribute.String("lakebase.endpoint", r.Endpoint))
+	} else {
+		opts.Attributes = append(opts.Attributes, attribute.String("lakebase.instance", r.Instance))
+	}
+	m.tokenOpts = opts
+	m.seedMargin = max(opts.SafetyMargin, opts.EarlyRefresh)
+	if m.seedMargin == 0 {
+		m.seedMargin = 2 * time.Minute // tokensource's default EarlyRefresh
+	}
+	return nil
+}
+
+// userClient builds a workspace client for a user's access token.
+func (m *Manager) userClient(accessToken string) (*databricks.WorkspaceClient, error) {
+	var (
+		w   *databricks.WorkspaceClient
+		err error
+	)
+	if m.cfg.NewUserWorkspace != nil {
+		w, err = m.cfg.NewUserWorkspace(m.host, accessToken)
+	} else {
+		w, err = sdkclient.PATWithTransport(m.host, accessToken, m.transport)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("peruser: user workspace client: %w", scrubbed(err, accessToken))
+	}
+	return w, nil
+}
+
+// fetcher mints a credential of the resolved endpoint or instance with a
+// user's access token. The workspace client lives only for the call.
+func (m *Manager) fetcher(accessToken string) tokensource.FetchFunc {
+	return func(ctx context.Context) (tokensource.Token, error) {
+		w, err := m.userClient(accessToken)
+		if err != nil {
+			return tokensource.Token{}, err
+		}
+		var fetch tokensource.FetchFunc
+		if m.user.Instance != "" {
+			fetch, err = tokensource.InstanceFetcher(w, m.user.Instance)
+		} else {
+			fetch, err = tokensource.EndpointFetcher(w, m.user.Endpoint, tokensource.EndpointOptions{TTL: m.user.TokenTTL})
+		}
+		if err != nil {
+			return tokensource.Token{}, err
+		}
+		return fetch(ctx)
+	}
 }
 
 // ServicePrincipal returns the service principal's pool (for admin routes).
 func (m *Manager) ServicePrincipal() *sql.DB { return m.sp }
 
-// ForRequest returns the pool of the request's user; see ForUser.
-func (m *Manager) ForRequest(r *http.Request) (*sql.DB, error) {
+// ForRequest returns the pool of the request's user, held until release
+// is called (call it when the request is done; it is idempotent). A
+// request without a valid identity gets an *AuthError (401), one whose
+// token does not prove its email an *AuthError (403). With
+// DevFallbackToServicePrincipal a request without identity headers gets
+// the service principal's pool.
+func (m *Manager) ForRequest(r *http.Request) (*sql.DB, func(), error) {
+	db, _, release, err := m.forRequest(r)
+	return db, release, err
+}
+
+func (m *Manager) forRequest(r *http.Request) (*sql.DB, AuthMode, func(), error) {
 	id, err := IdentityFromRequest(r)
 	if err != nil {
-		return m.fallback(err)
+		if !m.cfg.DevFallbackToServicePrincipal || !noIdentity(r) {
+			return nil, "", nil, err
+		}
+		m.warnOnce.Do(func() {
+			m.logger.Warn("peruser: request without a user identity served as the service principal (DevFallbackToServicePrincipal is on; never enable it in production)",
+				slog.String("lakebase.auth_mode", string(ServicePrincipal)))
+		})
+		return m.sp, ServicePrincipal, func() {}, nil
 	}
-	return m.ForUser(r.Context(), id)
+	db, release, err := m.Acquire(r.Context(), id)
+	return db, OnBehalfOfUser, release, err
 }
 
-func (m *Manager) fallback(err error) (*sql.DB, error) {
-	if !m.cfg.DevFallbackToServicePrincipal {
-		return nil, err
-	}
-	m.warnOnce.Do(func() {
-		m.logger.Warn("peruser: request without a user identity served as the service principal (DevFallbackToServicePrincipal is on; never enable it in production)",
-			slog.String("lakebase.auth_mode", string(ServicePrincipal)))
-	})
-	return m.sp, nil
+// noIdentity reports whether r carries neither identity header (only such
+// requests may fall back to the service principal).
+func noIdentity(r *http.Request) bool {
+	return r.Header.Get(HeaderEmail) == "" && r.Header.Get(HeaderAccessToken) == ""
 }
 
-// ForUser returns the user's pool, creating it on first use. The pool is
-// valid until it has been idle for IdleTTL or is evicted by the MaxUsers
-// cap; use Acquire or Middleware to pin it for the length of a request.
-func (m *Manager) ForUser(ctx context.Context, id Identity) (*sql.DB, error) {
-	db, release, err := m.Acquire(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	release()
-	return db, nil
-}
-
-// Acquire is ForUser with a lease: the pool is not closed before release
-// is called.
-func (m *Manager) Acquire(_ context.Context, id Identity) (*sql.DB, func(), error) {
+// Acquire verifies that id's access token belongs to id.Email (once per
+// token; see Config.Verify) and returns the user's pool, building it on
+// first use, held until release is called (release is idempotent). ctx
+// bounds the verification and the wait for a build by another request.
+// The pool is never closed while held.
+func (m *Manager) Acquire(ctx context.Context, id Identity) (*sql.DB, func(), error) {
 	if err := id.Validate(); err != nil {
+		return nil, nil, err
+	}
+	pr, err := m.verifier.verify(ctx, id)
+	if err != nil {
 		return nil, nil, err
 	}
 	m.mu.Lock()
@@ -191,50 +322,74 @@ func (m *Manager) Acquire(_ context.Context, id Identity) (*sql.DB, func(), erro
 		return nil, nil, fmt.Errorf("peruser: %w", tokensource.ErrClosed)
 	}
 	p := m.pools[id.Email]
-	var evict []*userPool
 	if p == nil {
-		// Build outside the lock (a workspace client, a connector), so
-		// first requests of different users do not queue behind each other.
+		p = &userPool{role: id.Email, ready: make(chan struct{}), leases: 1, used: m.clock.Now()}
+		p.elem = m.lru.PushFront(p)
+		m.pools[id.Email] = p
 		m.mu.Unlock()
-		built, err := m.buildPool(id)
-		if err != nil {
-			return nil, nil, err
-		}
-		m.mu.Lock()
-		switch existing := m.pools[id.Email]; {
-		case m.closed:
-			m.mu.Unlock()
-			_ = built.db.Close()
-			return nil, nil, fmt.Errorf("peruser: %w", tokensource.ErrClosed)
-		case existing != nil: // another request of this user won the race
-			evict = append(evict, built)
-			p = existing
+		m.build(p, pr)
+	} else {
+		p.leases++
+		p.used = m.clock.Now()
+		m.lru.MoveToFront(p.elem)
+		m.mu.Unlock()
+		select {
+		case <-p.ready:
 		default:
-			p = built
-			p.elem = m.lru.PushFront(p)
-			m.pools[id.Email] = p
-			m.created.Add(1)
-			evict = append(evict, m.overCapLocked(p)...)
+			select {
+			case <-p.ready:
+			case <-ctx.Done():
+				m.release(p)
+				return nil, nil, fmt.Errorf("peruser: waiting for the pool of %s: %w", id.Email, context.Cause(ctx))
+			}
 		}
 	}
-	p.leases++
-	p.used = m.clock.Now()
-	m.lru.MoveToFront(p.elem)
-	m.mu.Unlock()
-	m.close(evict)
-
-	if cur := p.ws.Load(); cur.token != id.AccessToken {
-		// The user's token changed: the next mint uses the new one. The
-		// pool and its open connections stay.
-		uc, err := m.client(id)
-		if err != nil {
-			m.release(p)
-			return nil, nil, err
-		}
-		p.ws.Store(uc)
+	if p.err != nil {
+		m.release(p)
+		return nil, nil, p.err
 	}
+	p.src.setAccess(id.AccessToken, pr.until, pr.seed)
 	var once sync.Once
 	return p.db, func() { once.Do(func() { m.release(p) }) }, nil
+}
+
+// build creates p's pool from the user template (no network call: the
+// host and user are set) and publishes it; it evicts idle pools over the
+// cap. The builder holds one lease.
+func (m *Manager) build(p *userPool, pr proof) {
+	src := &userSource{m: m}
+	cfg := m.user
+	cfg.User = p.role
+	cfg.TokenSource = src
+	conn, err := connector.New(context.Background(), cfg)
+	if err == nil {
+		conn.OnClose(src.Close)
+		p.src = src
+		p.db = connector.OpenDB(conn, connector.PoolOptions{
+			MaxOpenConns: m.cfg.MaxOpenConnsPerUser,
+			MaxIdleConns: 1,
+			MaxIdleTime:  m.cfg.IdleTTL,
+		})
+	}
+	var evict []*userPool
+	m.mu.Lock()
+	switch {
+	case err != nil:
+		p.err = fmt.Errorf("peruser: pool of %s: %w", p.role, err)
+		m.removeLocked(p, false)
+	case m.closed:
+		p.err = fmt.Errorf("peruser: %w", tokensource.ErrClosed)
+		evict = append(evict, p) // Close did not see it: it was not ready
+	default:
+		m.created.Add(1)
+		evict = m.overCapLocked(p)
+	}
+	close(p.ready)
+	m.mu.Unlock()
+	m.close(evict)
+	if err == nil {
+		m.logger.Debug("peruser: pool created", slog.String("role", p.role), slog.String("lakebase.auth_mode", string(OnBehalfOfUser)))
+	}
 }
 
 func (m *Manager) release(p *userPool) {
@@ -244,81 +399,10 @@ func (m *Manager) release(p *userPool) {
 	m.mu.Unlock()
 }
 
-// client builds the credential fetcher for a user's current token.
-func (m *Manager) client(id Identity) (*userClient, error) {
-	w, err := m.cfg.NewUserWorkspace(m.host, id.AccessToken)
-	if err != nil {
-		return nil, fmt.Errorf("peruser: workspace client for %s: %w", id.Email, errors.New(scrub(err.Error(), id.AccessToken)))
-	}
-	var fetch tokensource.FetchFunc
-	if m.cfg.Base.Instance != "" {
-		fetch, err = tokensource.InstanceFetcher(w, m.cfg.Base.Instance)
-	} else {
-		fetch, err = tokensource.EndpointFetcher(w, m.endpoint(), tokensource.EndpointOptions{TTL: m.cfg.Base.TokenTTL})
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &userClient{token: id.AccessToken, fetch: fetch}, nil
-}
-
-func (m *Manager) endpoint() string {
-	if m.cfg.Base.Endpoint != "" {
-		return m.cfg.Base.Endpoint
-	}
-	return os.Getenv(connector.EnvEndpoint)
-}
-
-// scrub removes a secret from a message.
-func scrub(msg, secret string) string {
-	if secret == "" {
-		return msg
-	}
-	return strings.ReplaceAll(msg, secret, "REDACTED")
-}
-
-// buildPool creates a user's pool, not yet registered. It makes no network
-// call: the host and TLS settings come from the service principal's
-// connector.
-func (m *Manager) buildPool(id Identity) (*userPool, error) {
-	uc, err := m.client(id)
-	if err != nil {
-		return nil, err
-	}
-	p := &userPool{role: id.Email}
-	p.ws.Store(uc)
-	opts := m.cfg.Base.Token
-	opts.Mode = tokensource.Lazy
-	if opts.Logger == nil {
-		opts.Logger = m.logger
-	}
-	opts.Attributes = append(append(opts.Attributes[:0:0], opts.Attributes...), authModeAttr(OnBehalfOfUser))
-	ts := tokensource.New(func(ctx context.Context) (tokensource.Token, error) { return p.ws.Load().fetch(ctx) }, opts)
-	cfg := m.cfg.Base
-	cfg.Host = m.spConn.Host()
-	cfg.User = id.Email
-	cfg.TokenSource = ts
-	cfg.Password = ""
-	cfg.Logger = m.logger.With(slog.String("lakebase.auth_mode", string(OnBehalfOfUser)), slog.String("user_id", id.UserID))
-	conn, err := connector.New(context.Background(), cfg)
-	if err != nil {
-		_ = ts.Close()
-		return nil, err
-	}
-	conn.OnClose(ts.Close)
-	p.conn = conn
-	p.db = connector.OpenDB(conn, connector.PoolOptions{
-		MaxOpenConns: m.cfg.MaxOpenConnsPerUser,
-		MaxIdleConns: 1,
-		MaxIdleTime:  m.cfg.IdleTTL,
-	})
-	m.logger.Debug("peruser: pool created", slog.String("role", id.Email), slog.String("user_id", id.UserID),
-		slog.String("lakebase.auth_mode", string(OnBehalfOfUser)))
-	return p, nil
-}
-
 // idle reports whether p can be closed (m.mu held).
-func idle(p *userPool) bool { return p.leases == 0 && p.db.Stats().InUse == 0 }
+func idle(p *userPool) bool {
+	return p.leases == 0 && p.db != nil && p.db.Stats().InUse == 0
+}
 
 // overCapLocked removes least recently used idle pools beyond MaxUsers,
 // never keep (m.mu held). It returns them for closing.
@@ -328,7 +412,7 @@ func (m *Manager) overCapLocked(keep *userPool) []*userPool {
 		p := e.Value.(*userPool)
 		prev := e.Prev()
 		if p != keep && idle(p) {
-			m.removeLocked(p)
+			m.removeLocked(p, true)
 			out = append(out, p)
 		}
 		e = prev
@@ -339,68 +423,89 @@ func (m *Manager) overCapLocked(keep *userPool) []*userPool {
 	return out
 }
 
-func (m *Manager) removeLocked(p *userPool) {
-	delete(m.pools, p.role)
-	m.lru.Remove(p.elem)
-	m.evicted.Add(1)
+func (m *Manager) removeLocked(p *userPool, evicted bool) {
+	if m.pools[p.role] == p {
+		delete(m.pools, p.role)
+		m.lru.Remove(p.elem)
+	}
+	if evicted {
+		m.evicted.Add(1)
+	}
 }
 
-// close closes evicted pools outside the lock.
+// close closes pools outside the lock.
 func (m *Manager) close(ps []*userPool) {
 	for _, p := range ps {
+		if p.db == nil {
+			continue
+		}
 		m.logger.Debug("peruser: pool closed", slog.String("role", p.role))
 		_ = p.db.Close() // also closes the connector and the token source
 	}
 }
 
+// scheduleLocked arms the janitor (m.mu held). Only New and the janitor's
+// own pass call it, so there is exactly one timer chain.
 func (m *Manager) scheduleLocked() {
-	m.janitor = m.clock.AfterFunc(m.cfg.IdleTTL/2, m.sweep)
+	m.janitor = m.clock.AfterFunc(m.cfg.IdleTTL/2, m.tick)
 }
 
-// sweep closes pools idle for IdleTTL and reschedules itself.
-func (m *Manager) sweep() {
+// tick is the janitor: one pass, then the next timer.
+func (m *Manager) tick() {
+	m.wg.Add(1)
+	defer m.wg.Done()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return
 	}
+	out := m.expiredLocked()
+	m.scheduleLocked()
+	m.mu.Unlock()
+	m.close(out)
+}
+
+// expiredLocked removes the pools idle for IdleTTL (m.mu held).
+func (m *Manager) expiredLocked() []*userPool {
 	now := m.clock.Now()
 	var out []*userPool
 	for e := m.lru.Back(); e != nil; {
 		p := e.Value.(*userPool)
 		prev := e.Prev()
 		if idle(p) && now.Sub(p.used) >= m.cfg.IdleTTL {
-			m.removeLocked(p)
+			m.removeLocked(p, true)
 			out = append(out, p)
 		}
 		e = prev
 	}
-	m.scheduleLocked()
-	m.wg.Add(1)
-	m.mu.Unlock()
-	defer m.wg.Done()
-	m.close(out)
+	return out
 }
 
-// Sweep runs the janitor's pass now (for tests and for callers that want to
-// trim immediately).
+// Sweep closes the pools idle for IdleTTL now (for tests and for callers
+// that want to trim at once). It does not touch the janitor's timer.
 func (m *Manager) Sweep() {
 	m.mu.Lock()
-	if m.janitor != nil {
-		m.janitor.Stop()
+	if m.closed {
+		m.mu.Unlock()
+		return
 	}
+	out := m.expiredLocked()
 	m.mu.Unlock()
-	m.sweep()
+	m.close(out)
 }
 
 // Stats returns the counters.
 func (m *Manager) Stats() Stats {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return Stats{OpenPools: len(m.pools), Created: m.created.Load(), Evicted: m.evicted.Load()}
+	open := len(m.pools)
+	m.mu.Unlock()
+	return Stats{OpenPools: open, Created: m.created.Load(), Evicted: m.evicted.Load(),
+		Verifications: m.verifier.proofs.Load(), VerifiedTokens: m.verifier.remembered()}
 }
 
-// Close closes every pool and stops the janitor. It is idempotent.
+// Close closes every pool (also pools still held: close the HTTP server
+// first), stops the janitor and any verification in progress. It is
+// idempotent.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -413,12 +518,20 @@ func (m *Manager) Close() error {
 	}
 	var all []*userPool
 	for _, p := range m.pools {
-		all = append(all, p)
+		select {
+		case <-p.ready:
+			all = append(all, p)
+		default: // its builder closes it
+		}
 	}
 	m.pools = map[string]*userPool{}
 	m.lru.Init()
 	m.mu.Unlock()
+	m.verifier.close()
 	m.wg.Wait()
 	m.close(all)
+	if m.ownTrans != nil {
+		m.ownTrans.CloseIdleConnections()
+	}
 	return m.sp.Close()
 }

@@ -19,31 +19,20 @@ func authModeAttr(m AuthMode) attribute.KeyValue {
 	return attribute.String("lakebase.auth_mode", string(m))
 }
 
-// Middleware resolves the request's user pool, holds it for the length of
-// the request and puts it in the request context (DBFromContext). A request
-// without a valid identity gets 401 (unless the development fallback is
-// on); the handler is not called.
+// Middleware resolves the request's user pool (see ForRequest), holds it
+// for the length of the request and puts it in the request context
+// (DBFromContext). A request without a valid identity gets 401, one whose
+// access token does not prove its email 403 (unless the development
+// fallback applies); the handler is not called.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := IdentityFromRequest(r)
-		var v ctxValue
+		db, mode, release, err := m.forRequest(r)
 		if err != nil {
-			db, ferr := m.fallback(err)
-			if ferr != nil {
-				http.Error(w, http.StatusText(StatusCode(ferr)), StatusCode(ferr))
-				return
-			}
-			v = ctxValue{db: db, mode: ServicePrincipal}
-		} else {
-			db, release, err := m.Acquire(r.Context(), id)
-			if err != nil {
-				http.Error(w, http.StatusText(StatusCode(err)), StatusCode(err))
-				return
-			}
-			defer release()
-			v = ctxValue{db: db, mode: OnBehalfOfUser}
+			http.Error(w, http.StatusText(StatusCode(err)), StatusCode(err))
+			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, v)))
+		defer release()
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ctxValue{db: db, mode: mode})))
 	})
 }
 

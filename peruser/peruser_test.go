@@ -2,7 +2,6 @@ package peruser_test
 
 import (
 	"bytes"
-	"context"
 	"database/sql"
 	"fmt"
 	"log/slog"
@@ -72,6 +71,17 @@ func setupTodos(t *testing.T, e *lakebasetest.Emulator, users ...string) {
 	}
 }
 
+// acquire gets the user's pool for the request and releases it at the end
+// of the test.
+func acquire(t testing.TB, m *peruser.Manager, r *http.Request) (*sql.DB, error) {
+	t.Helper()
+	db, release, err := m.ForRequest(r)
+	if err == nil {
+		t.Cleanup(release)
+	}
+	return db, err
+}
+
 func req(email, token string) *http.Request {
 	r := httptest.NewRequest("GET", "/", nil)
 	if email != "" {
@@ -115,11 +125,11 @@ func TestRowLevelSecurityPerUser(t *testing.T) {
 	}
 	setupTodos(t, e)
 	m := newManager(t, peruser.Config{Base: base(t, e, nil)})
-	adb, err := m.ForRequest(req("alice@example.com", alice))
+	adb, err := acquire(t, m, req("alice@example.com", alice))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bdb, err := m.ForRequest(req("bob@example.com", bob))
+	bdb, err := acquire(t, m, req("bob@example.com", bob))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,11 +162,12 @@ func TestRowLevelSecurityPerUser(t *testing.T) {
 			if i%2 == 1 {
 				email, tok, want = "bob@example.com", bob, "bob's"
 			}
-			db, err := m.ForRequest(req(email, tok))
+			db, release, err := m.ForRequest(req(email, tok))
 			if err != nil {
 				t.Error(err)
 				return
 			}
+			defer release()
 			var title string
 			if err := db.QueryRowContext(ctx, "SELECT string_agg(title, ',') FROM todos").Scan(&title); err != nil || title != want {
 				t.Errorf("%s saw %q (%v)", email, title, err)
@@ -185,7 +196,7 @@ func TestMissingIdentityIs401AndNeverTheServicePrincipal(t *testing.T) {
 		"bad email":       req("alice@example.com; DROP TABLE", secret),
 		"space in token":  req("alice@example.com", secret+" x"),
 	} {
-		_, err := m.ForRequest(r)
+		_, _, err := m.ForRequest(r)
 		if peruser.StatusCode(err) != http.StatusUnauthorized {
 			t.Errorf("%s: status %d (%v), want 401", name, peruser.StatusCode(err), err)
 		}
@@ -243,7 +254,7 @@ func TestChangedAccessTokenUsedWithoutRebuild(t *testing.T) {
 	cfg := base(t, e, nil)
 	cfg.Token = tokensource.Options{EarlyRefresh: time.Second, SafetyMargin: 300 * time.Millisecond, BackgroundRetryMin: 100 * time.Millisecond}
 	m := newManager(t, peruser.Config{Base: cfg})
-	db1, err := m.ForRequest(req("carol@example.com", tokA))
+	db1, err := acquire(t, m, req("carol@example.com", tokA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +265,7 @@ func TestChangedAccessTokenUsedWithoutRebuild(t *testing.T) {
 	if e.MintsBy(tokA) != 1 {
 		t.Fatalf("mints with token A = %d", e.MintsBy(tokA))
 	}
-	db2, err := m.ForRequest(req("carol@example.com", tokB))
+	db2, err := acquire(t, m, req("carol@example.com", tokB))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,17 +302,20 @@ func TestIdleEvictionNeverClosesAPoolInUse(t *testing.T) {
 	}
 	clk := clocktest.New(time.Now())
 	m := newManager(t, peruser.Config{Base: base(t, e, nil), IdleTTL: time.Minute, Clock: clk})
-	busy, err := m.ForRequest(req("busy@example.com", busyTok))
+	busy, releaseBusy, err := m.ForRequest(req("busy@example.com", busyTok))
 	if err != nil {
 		t.Fatal(err)
 	}
-	idleDB, err := m.ForRequest(req("idle@example.com", idleTok))
+	releaseBusy() // the open transaction alone must keep the pool
+	idleDB, releaseIdle, err := m.ForRequest(req("idle@example.com", idleTok))
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer releaseIdle()
 	if err := idleDB.PingContext(ctx); err != nil {
 		t.Fatal(err)
 	}
+	releaseIdle()
 	tx, err := busy.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +353,7 @@ func TestMaxUsersCapWithThousandUsers(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		email := fmt.Sprintf("user%d@example.com", i)
 		tok := e.AddIdentityWithoutRole(email)
-		db, err := m.ForRequest(req(email, tok))
+		db, release, err := m.ForRequest(req(email, tok))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,6 +362,7 @@ func TestMaxUsersCapWithThousandUsers(t *testing.T) {
 				t.Errorf("user without a role: %v", err)
 			}
 		}
+		release()
 		maxOpen = max(maxOpen, m.Stats().OpenPools)
 		maxG = max(maxG, runtime.NumGoroutine())
 	}
@@ -388,73 +403,4 @@ func FuzzIdentityFromRequest(f *testing.F) {
 			t.Fatalf("formatting prints the token: %s", s)
 		}
 	})
-}
-
-func BenchmarkForUserReturning(b *testing.B) {
-	e := lakebasetest.Start(b)
-	tok, err := e.AddUser(context.Background(), "bench@example.com")
-	if err != nil {
-		b.Fatal(err)
-	}
-	w, _ := e.WorkspaceClient()
-	m, err := peruser.New(context.Background(), peruser.Config{Base: connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(),
-		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w, LookupEnv: func(string) (string, bool) { return "", false }}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	id := peruser.Identity{Email: "bench@example.com", AccessToken: tok}
-	db, _ := m.ForUser(context.Background(), id)
-	if err := db.Ping(); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		db, err := m.ForUser(context.Background(), id)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var one int
-		if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkNewUserFirstQuery(b *testing.B) {
-	e := lakebasetest.Start(b)
-	w, _ := e.WorkspaceClient()
-	m, err := peruser.New(context.Background(), peruser.Config{Base: connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(),
-		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w, LookupEnv: func(string) (string, bool) { return "", false }}, MaxUsers: 1000})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	ids := make([]peruser.Identity, b.N)
-	for i := range ids {
-		email := fmt.Sprintf("new%d@example.com", i)
-		tok, err := e.AddUser(context.Background(), email)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ids[i] = peruser.Identity{Email: email, AccessToken: tok}
-	}
-	var ms0, ms1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&ms0)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		db, err := m.ForUser(context.Background(), ids[i])
-		if err != nil {
-			b.Fatal(err)
-		}
-		var one int
-		if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	runtime.GC()
-	runtime.ReadMemStats(&ms1)
-	b.ReportMetric(float64(ms1.HeapAlloc-min(ms0.HeapAlloc, ms1.HeapAlloc))/float64(b.N), "heap-bytes/user-pool")
 }

@@ -4,7 +4,10 @@
 // GET /admin/todos runs as the service principal and sees everything.
 //
 // Without a workspace it starts the emulator, creates two demo users and
-// calls itself as each of them over HTTP.
+// calls itself as each of them over HTTP, with the headers the Databricks
+// Apps proxy would set. The middleware verifies that each access token
+// belongs to the email it comes with (see package peruser, "Trust
+// boundary"): a request with someone else's token is refused with 403.
 package main
 
 import (
@@ -137,6 +140,10 @@ func run(ctx context.Context, out io.Writer) error {
 	}
 	resp.Body.Close()
 	fmt.Fprintf(out, "a request without identity headers gets %d\n", resp.StatusCode)
+	// A request claiming to be ada with grace's (real) token is refused:
+	// the token proves the identity, not the header.
+	err = call(ctx, srv.URL, "GET", "ada@example.com", users["grace@example.com"], "", nil)
+	fmt.Fprintf(out, "ada's email with grace's token: %v\n", err)
 	return nil
 }
 

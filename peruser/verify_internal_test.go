@@ -1,0 +1,50 @@
+package peruser
+
+import (
+	"encoding/base64"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func jwtWith(payload string) string {
+	return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + ".c2ln"
+}
+
+// TestExpiryOf: a verified JWT is remembered until its exp claim (at most
+// MaxVerifiedAge); anything else for the TTL.
+func TestExpiryOf(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ttl := 5 * time.Minute
+	for _, tc := range []struct {
+		name  string
+		token string
+		want  time.Time
+	}{
+		{"opaque", "dapi0123456789", now.Add(ttl)},
+		{"jwt exp in 20 min", jwtWith(fmt.Sprintf(`{"sub":"a","exp":%d}`, now.Add(20*time.Minute).Unix())), now.Add(20 * time.Minute)},
+		{"jwt exp in 3 h is capped", jwtWith(fmt.Sprintf(`{"exp":%d}`, now.Add(3*time.Hour).Unix())), now.Add(MaxVerifiedAge)},
+		{"jwt exp past", jwtWith(fmt.Sprintf(`{"exp":%d}`, now.Add(-time.Minute).Unix())), now.Add(-time.Minute)},
+		{"jwt without exp", jwtWith(`{"sub":"a"}`), now.Add(ttl)},
+		{"jwt exp not a number", jwtWith(`{"exp":"soon"}`), now.Add(ttl)},
+		{"jwt exp float", jwtWith(fmt.Sprintf(`{"exp":%d.5}`, now.Add(time.Minute).Unix())), now.Add(time.Minute)},
+		{"bad base64", "a.!!!.c", now.Add(ttl)},
+		{"two dots only", "a.b", now.Add(ttl)},
+	} {
+		if got := expiryOf(tc.token, now, ttl); !got.Equal(tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func FuzzJWTExpiry(f *testing.F) {
+	f.Add(jwtWith(`{"exp":1800000000}`))
+	f.Add("a.b.c")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, tok string) {
+		now := time.Unix(1_800_000_000, 0)
+		if got := expiryOf(tok, now, time.Minute); got.After(now.Add(MaxVerifiedAge)) {
+			t.Fatalf("remembered past MaxVerifiedAge: %v", got)
+		}
+	})
+}
