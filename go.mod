@@ -19,7 +19,6 @@ require (
 	golang.org/x/oauth2 v0.36.0
 	gorm.io/driver/postgres v1.6.3
 	gorm.io/gorm v1.31.2
-	layeh.com/radius v0.0.0-20231213012653-1006025d24f8
 )
 
 require (

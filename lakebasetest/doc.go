@@ -7,10 +7,18 @@
 //     generated CA (CAFile) and a certificate for localhost and 127.0.0.1,
 //     hostssl-only by default. As root, the server runs as the "postgres"
 //     OS user.
-//   - Logins: every role but the emulator's admin authenticates with RADIUS
-//     against an in-process server that accepts a password only if it is an
-//     unexpired, unrevoked token minted by this emulator for exactly that
-//     role — several at once, like Lakebase.
+//   - Logins: every role but the emulator's admin authenticates with
+//     PostgreSQL's "ldap" method (simple bind) against an in-process LDAP
+//     responder that accepts a password only if it is an unexpired,
+//     unrevoked token minted by this emulator for exactly that role —
+//     several at once, like Lakebase. Tokens are JWT-shaped
+//     (header.payload.signature, base64url, with sub/iat/exp claims) and
+//     DefaultTokenSize (1024) bytes long unless WithTokenSize says
+//     otherwise; the signature part starts with "lbt_" so tests can search
+//     output for leaked tokens. A refused token login is PostgreSQL's
+//     FATAL 28000 "LDAP authentication failed for user ..."; a valid token
+//     for an identity without a role is FATAL 28000 "role ... does not
+//     exist".
 //   - Workspace API (httptest): the credential, endpoint, instance and
 //     SCIM Me routes in Databricks' REST shapes and error JSON, with fault
 //     knobs (FailNext, SetLatency, SetFault) and per-route counters.

@@ -35,6 +35,7 @@ type emuConfig struct {
 	plaintext, plaintextOnly, expiredCert bool
 	certHosts                             []string
 	ttl, minTTL                           time.Duration
+	tokenSize                             int
 	logger                                *slog.Logger
 }
 
@@ -66,12 +67,17 @@ func WithTTL(d time.Duration) Option { return func(c *emuConfig) { c.ttl = d } }
 // WithMinTTL lowers the 5-minute floor of requested TTLs, for rotation tests.
 func WithMinTTL(d time.Duration) Option { return func(c *emuConfig) { c.minTTL = d } }
 
+// WithTokenSize sets the length in bytes of minted credentials (default
+// DefaultTokenSize, 1024; real ones are roughly 1–2 KB). New fails if n is
+// too small for a JWT-shaped token (about 600 bytes).
+func WithTokenSize(n int) Option { return func(c *emuConfig) { c.tokenSize = n } }
+
 // WithLogger receives the emulator's own log lines.
 func WithLogger(l *slog.Logger) Option { return func(c *emuConfig) { c.logger = l } }
 
 // Emulator is a local Lakebase: a throwaway PostgreSQL cluster whose
 // non-admin logins are checked against tokens this emulator minted (through
-// RADIUS), plus a fake workspace API that mints them. Safe for concurrent
+// an LDAP simple bind to an in-process responder), plus a fake workspace API that mints them. Safe for concurrent
 // use.
 type Emulator struct {
 	cfg     emuConfig
@@ -85,7 +91,7 @@ type Emulator struct {
 	adminPW string
 
 	tokens *tokenStore
-	radius *radiusServer
+	ldap   *ldapServer
 	api    *api
 	http   *httptest.Server
 
@@ -124,6 +130,12 @@ func New(ctx context.Context, opts ...Option) (_ *Emulator, err error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.tokenSize == 0 {
+		cfg.tokenSize = DefaultTokenSize
+	}
+	if err := validTokenSize(cfg.tokenSize); err != nil {
+		return nil, err
+	}
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
@@ -135,7 +147,7 @@ func New(ctx context.Context, opts ...Option) (_ *Emulator, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Emulator{cfg: cfg, bin: bin, user: u, tokens: newTokenStore(), ttlVal: cfg.ttl}
+	e := &Emulator{cfg: cfg, bin: bin, user: u, tokens: newTokenStore(cfg.tokenSize), ttlVal: cfg.ttl}
 	defer func() {
 		if err != nil {
 			_ = e.Close()
@@ -152,7 +164,7 @@ func New(ctx context.Context, opts ...Option) (_ *Emulator, err error) {
 	if err := copyDir(tmpl, e.data); err != nil {
 		return nil, err
 	}
-	if e.radius, err = startRADIUS(e.tokens); err != nil {
+	if e.ldap, err = startLDAP(e.tokens.check); err != nil {
 		return nil, err
 	}
 	if e.port, err = freePort(); err != nil {
@@ -251,17 +263,17 @@ log_min_messages = warning
 	if err := f.Close(); err != nil {
 		return err
 	}
-	radius := fmt.Sprintf(`radius radiusservers="127.0.0.1" radiussecrets="%s" radiusports="%d"`, e.radius.secret, e.radius.port)
+	token := e.ldap.hbaMethod()
 	var hba strings.Builder
 	hba.WriteString("local all " + adminRole + " trust\n")
 	tls, plain := !e.cfg.plaintextOnly, e.cfg.plaintext || e.cfg.plaintextOnly
 	if tls {
 		hba.WriteString("hostssl all " + adminRole + " 127.0.0.1/32 scram-sha-256\n")
-		hba.WriteString("hostssl all all 127.0.0.1/32 " + radius + "\n")
+		hba.WriteString("hostssl all all 127.0.0.1/32 " + token + "\n")
 	}
 	if plain {
 		hba.WriteString("hostnossl all " + adminRole + " 127.0.0.1/32 scram-sha-256\n")
-		hba.WriteString("hostnossl all all 127.0.0.1/32 " + radius + "\n")
+		hba.WriteString("hostnossl all all 127.0.0.1/32 " + token + "\n")
 	}
 	return os.WriteFile(filepath.Join(e.data, "pg_hba.conf"), []byte(hba.String()), 0o600)
 }
@@ -333,7 +345,7 @@ func (e *Emulator) Restart(ctx context.Context) error {
 	return e.Start(ctx)
 }
 
-// Close stops PostgreSQL, the RADIUS server and the API, and removes the
+// Close stops PostgreSQL, the LDAP responder and the API, and removes the
 // temporary directory. It is idempotent.
 func (e *Emulator) Close() error {
 	e.mu.Lock()
@@ -351,8 +363,8 @@ func (e *Emulator) Close() error {
 	if e.data != "" {
 		errs = append(errs, e.Stop(context.Background()))
 	}
-	if e.radius != nil {
-		e.radius.close()
+	if e.ldap != nil {
+		e.ldap.close()
 	}
 	if e.dir != "" {
 		errs = append(errs, os.RemoveAll(e.dir))

@@ -58,8 +58,8 @@ func TestTokenLogins(t *testing.T) {
 	sp := e.ServicePrincipal()
 	tok1 := e.MintToken(sp, time.Hour)
 	tok2 := e.MintToken(sp, time.Hour)
-	if len(tok1) >= 128 {
-		t.Errorf("token is %d bytes, PostgreSQL's RADIUS limit is 128", len(tok1))
+	if len(tok1) != DefaultTokenSize || strings.Count(tok1, ".") != 2 {
+		t.Errorf("token is %d bytes with %d dots, want a %d-byte JWT", len(tok1), strings.Count(tok1, "."), DefaultTokenSize)
 	}
 	if err := login(ctx, e, sp, tok1, "verify-full"); err != nil {
 		t.Fatalf("minted token: %v", err)
