@@ -33,7 +33,7 @@ type logBuf struct {
 func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
 func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
-func base(t *testing.T, e *lakebasetest.Emulator, logs *logBuf) connector.Config {
+func base(t testing.TB, e *lakebasetest.Emulator, logs *logBuf) connector.Config {
 	t.Helper()
 	w, err := e.WorkspaceClient()
 	if err != nil {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package peruser_test
+
+const raceEnabled = false
