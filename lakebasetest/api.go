@@ -1,10 +1,13 @@
 package lakebasetest
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +25,8 @@ const (
 	RouteInstanceCredentials Route = "database-credentials" // POST /api/2.0/database/credentials
 	RouteInstance            Route = "database-instance"    // GET /api/2.0/database/instances/{name}
 	RouteMe                  Route = "scim-me"              // GET /api/2.0/preview/scim/v2/Me
+	RouteOIDCDiscovery       Route = "oidc-discovery"       // GET /oidc/.well-known/oauth-authorization-server
+	RouteOAuthToken          Route = "oauth-token"          // POST /oidc/v1/token
 )
 
 // Fault is a sticky misbehaviour of a credential route.
@@ -55,12 +60,14 @@ type api struct {
 	faults     map[Route]Fault
 	calls      map[Route]*atomic.Int64
 	mintsBy    map[string]*atomic.Int64 // bearer -> credential mints
+	clients    map[string]string        // OAuth client id -> secret
 }
 
 func newAPI(e *Emulator) *api {
 	a := &api{e: e, identities: map[string]string{}, ids: map[string]int{}, fail: map[Route]*failure{},
-		latency: map[Route]time.Duration{}, faults: map[Route]Fault{}, calls: map[Route]*atomic.Int64{}, mintsBy: map[string]*atomic.Int64{}}
-	for _, r := range []Route{RouteHostMetadata, RouteCredentials, RouteEndpoint, RouteInstanceCredentials, RouteInstance, RouteMe} {
+		latency: map[Route]time.Duration{}, faults: map[Route]Fault{}, calls: map[Route]*atomic.Int64{}, mintsBy: map[string]*atomic.Int64{},
+		clients: map[string]string{}}
+	for _, r := range []Route{RouteHostMetadata, RouteCredentials, RouteEndpoint, RouteInstanceCredentials, RouteInstance, RouteMe, RouteOIDCDiscovery, RouteOAuthToken} {
 		a.calls[r] = new(atomic.Int64)
 	}
 	return a
@@ -120,8 +127,25 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, injected.status, injected.code, fmt.Sprintf("injected failure (%d %s)", injected.status, injected.code))
 		return
 	}
-	if route == RouteHostMetadata {
-		writeJSON(w, http.StatusOK, map[string]any{"workspace_id": "1234567890123456"})
+	base := "http://" + r.Host
+	switch route {
+	case RouteHostMetadata:
+		// What a workspace answers: with oidc_endpoint the SDK resolves its
+		// OAuth discovery URL and logs no "Host metadata" warning.
+		writeJSON(w, http.StatusOK, map[string]any{
+			"oidc_endpoint": base + "/oidc", "workspace_id": workspaceID, "account_id": accountID,
+			"cloud": "AWS", "host_type": "workspace",
+		})
+		return
+	case RouteOIDCDiscovery:
+		writeJSON(w, http.StatusOK, map[string]any{
+			"issuer": base + "/oidc", "authorization_endpoint": base + "/oidc/v1/authorize",
+			"token_endpoint": base + "/oidc/v1/token", "grant_types_supported": []string{"client_credentials", "authorization_code", "refresh_token"},
+			"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		})
+		return
+	case RouteOAuthToken:
+		a.token(w, r, body)
 		return
 	}
 	bearer := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -144,7 +168,16 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "RESOURCE_DOES_NOT_EXIST", "endpoint "+name+" does not exist")
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"name": name, "status": map[string]any{"hosts": map[string]string{"host": a.e.Host()}}})
+		state := "ACTIVE"
+		if a.e.Suspended() {
+			state = "IDLE"
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"name": name, "status": map[string]any{
+			"endpoint_type": "ENDPOINT_TYPE_READ_WRITE", "current_state": state,
+			// read_only_host and read_only_pooled_host exist only with read
+			// replicas, which the emulator has none of.
+			"hosts": map[string]string{"host": a.e.Host(), "read_write_pooled_host": a.e.PoolerHost()},
+		}})
 	case RouteInstance:
 		name := strings.TrimPrefix(r.URL.Path, "/api/2.0/database/instances/")
 		if name != a.e.Instance() {
@@ -236,6 +269,57 @@ func routeOf(r *http.Request) (Route, bool) {
 		return RouteInstance, true
 	case r.Method == http.MethodGet && p == "/api/2.0/preview/scim/v2/Me":
 		return RouteMe, true
+	case r.Method == http.MethodGet && p == "/oidc/.well-known/oauth-authorization-server":
+		return RouteOIDCDiscovery, true
+	case r.Method == http.MethodPost && p == "/oidc/v1/token":
+		return RouteOAuthToken, true
 	}
 	return "", false
+}
+
+const (
+	workspaceID = "1234567890123456"
+	accountID   = "00000000-0000-4000-8000-00000000000a"
+)
+
+// oauthError answers in the OAuth 2.0 error shape (RFC 6749, 5.2), which is
+// what the workspace token endpoint returns and what golang.org/x/oauth2
+// (inside the SDK) parses into a *oauth2.RetrieveError.
+func oauthError(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+// token is the workspace OAuth token endpoint for the client-credentials
+// grant (OAuth M2M). The client authenticates with HTTP Basic (the SDK's
+// AuthStyleInHeader) or with form fields.
+func (a *api) token(w http.ResponseWriter, r *http.Request, body []byte) {
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+		return
+	}
+	if gt := form.Get("grant_type"); gt != "client_credentials" {
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type "+strconv.Quote(gt)+" is not supported")
+		return
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = form.Get("client_id"), form.Get("client_secret")
+	}
+	a.mu.Lock()
+	want, known := a.clients[id]
+	a.mu.Unlock()
+	if !known || id == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "Client authentication failed")
+		return
+	}
+	bearer := "eyJlbXUiOiJsYWtlYmFzZXRlc3QifQ." + randomString(32)
+	a.mu.Lock()
+	a.identities[bearer] = id
+	a.mu.Unlock()
+	scope := form.Get("scope")
+	if scope == "" {
+		scope = "all-apis"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"access_token": bearer, "token_type": "Bearer", "expires_in": 3600, "scope": scope})
 }

@@ -21,7 +21,25 @@
 //     exist".
 //   - Workspace API (httptest): the credential, endpoint, instance and
 //     SCIM Me routes in Databricks' REST shapes and error JSON, with fault
-//     knobs (FailNext, SetLatency, SetFault) and per-route counters.
+//     knobs (FailNext, SetLatency, SetFault) and per-route counters. It also
+//     serves the Databricks Apps login path: /.well-known/databricks-config
+//     (with oidc_endpoint, so the SDK logs no host-metadata warning), OIDC
+//     discovery and the OAuth token endpoint for the client-credentials
+//     grant (OAuth M2M). The service principal's client id/secret
+//     (ServicePrincipal, ServicePrincipalSecret) get a bearer that is the
+//     service principal; a wrong secret gets 401 invalid_client.
+//   - Doors: Port is PostgreSQL itself (direct, never suspended; Env uses
+//     it). FrontDoorPort is the endpoint as clients of the service meet it:
+//     a TCP forwarder that emulates scale to zero (Suspend, Resume,
+//     SetWakeDelay, SetWakeMode, SetAutoSuspend, WakeUps,
+//     RefusedWhileWaking); AppEnv uses it. PoolerHost/PoolerPort stand for
+//     the "-pooler" host: it accepts the admin's native password and
+//     refuses token logins with PgBouncer's FATAL 08P01 "SASL
+//     authentication failed".
+//   - AppEnv is what a Databricks App is given (OAuth M2M credentials and
+//     PG* variables, no PAT), plus PGSSLROOTCERT and LAKEBASE_ENDPOINT.
+//   - RefusingWorkspaceURL and SilentWorkspaceURL give workspace URLs that
+//     refuse connections or never answer, for startup-bound tests.
 //
 // Tests call Start(t); programs call New(ctx) and Close. Without PostgreSQL
 // binaries, Start skips the test unless LAKEBASE_TEST_REQUIRE_PG=1. This

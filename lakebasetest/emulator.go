@@ -3,6 +3,7 @@ package lakebasetest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -80,15 +81,20 @@ func WithLogger(l *slog.Logger) Option { return func(c *emuConfig) { c.logger = 
 // an LDAP simple bind to an in-process responder), plus a fake workspace API that mints them. Safe for concurrent
 // use.
 type Emulator struct {
-	cfg     emuConfig
-	bin     string
-	user    osUser
-	dir     string
-	data    string
-	port    int
-	caFile  string
-	caPEM   []byte
-	adminPW string
+	cfg      emuConfig
+	bin      string
+	user     osUser
+	dir      string
+	data     string
+	port     int
+	caFile   string
+	caPEM    []byte
+	tlsCfg   *tls.Config // the server certificate, for the front door and the pooler
+	adminPW  string
+	spSecret string
+
+	front *frontDoor
+	pool  *pooler
 
 	tokens *tokenStore
 	ldap   *ldapServer
@@ -185,10 +191,18 @@ func New(ctx context.Context, opts ...Option) (_ *Emulator, err error) {
 	if err := e.bootstrap(ctx); err != nil {
 		return nil, err
 	}
+	if e.front, err = startFrontDoor(e.port, e.tlsCfg); err != nil {
+		return nil, fmt.Errorf("lakebasetest: front door: %w", err)
+	}
+	if e.pool, err = startPooler(e.front.srv.port(), e.port, e.tlsCfg); err != nil {
+		return nil, fmt.Errorf("lakebasetest: pooler: %w", err)
+	}
+	e.spSecret = "dose" + randomString(24)
 	e.api = newAPI(e)
-	e.http = httptest.NewServer(e.api)
 	e.api.identities[spBearer(e)] = servicePrincipal
 	e.api.ids[servicePrincipal] = 1
+	e.api.clients[servicePrincipal] = e.spSecret
+	e.http = httptest.NewServer(e.api)
 	return e, nil
 }
 
@@ -213,11 +227,18 @@ func freePort() (int, error) {
 func (e *Emulator) writeConfig() error {
 	hosts := e.cfg.certHosts
 	if len(hosts) == 0 {
-		hosts = []string{"localhost", "127.0.0.1"}
+		hosts = []string{"localhost", "127.0.0.1", poolerAddr}
 	}
 	c, err := newCerts(hosts, e.cfg.expiredCert)
 	if err != nil {
 		return err
+	}
+	if !e.cfg.plaintextOnly {
+		kp, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
+		if err != nil {
+			return fmt.Errorf("lakebasetest: server key pair: %w", err)
+		}
+		e.tlsCfg = &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
 	}
 	e.caPEM = c.caPEM
 	e.caFile = filepath.Join(e.dir, "ca.pem")
@@ -360,6 +381,12 @@ func (e *Emulator) Close() error {
 		e.http.CloseClientConnections()
 		e.http.Close()
 	}
+	if e.front != nil {
+		e.front.close()
+	}
+	if e.pool != nil {
+		e.pool.close()
+	}
 	if e.data != "" {
 		errs = append(errs, e.Stop(context.Background()))
 	}
@@ -372,11 +399,14 @@ func (e *Emulator) Close() error {
 	return errors.Join(errs...)
 }
 
-// Host is the server host name; the certificate is valid for it and for
-// 127.0.0.1.
+// Host is the server host name; the certificate is valid for it, for
+// 127.0.0.1 and for PoolerHost (unless WithServerCertHosts replaced them).
+// Both Port and FrontDoorPort are reached with it.
 func (e *Emulator) Host() string { return "localhost" }
 
-// Port is the server's TCP port.
+// Port is PostgreSQL's own TCP port: direct, never suspended (Env, the
+// benchmarks and the existing tests use it). FrontDoorPort is the
+// endpoint's scale-to-zero door to the same server.
 func (e *Emulator) Port() int { return e.port }
 
 // Database is the database every role may use.
@@ -444,8 +474,10 @@ func (e *Emulator) AddIdentityWithoutRole(email string) string {
 	return bearer
 }
 
-// Env returns the environment a Databricks App connected to this emulator
-// would see.
+// Env returns a PAT-style environment for this emulator: DATABRICKS_TOKEN
+// of the service principal and PGPORT = Port (direct, never suspended).
+// For what a Databricks App really gets (OAuth M2M, the front door) use
+// AppEnv.
 func (e *Emulator) Env() map[string]string {
 	return map[string]string{
 		"DATABRICKS_HOST":   e.http.URL,
