@@ -78,12 +78,25 @@ func serverUser() (osUser, error) {
 	return osUser{asPostgres: true, uid: uid, gid: gid}, nil
 }
 
-// command builds a command run as the server user.
+// command builds a command run as the server user. PG* variables are not
+// passed on: PostgreSQL reads some of them (PGPORT, PGDATA, ...), and a test
+// that exported an emulator's AppEnv must not change the next cluster.
 func (u osUser) command(name string, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
 	if u.asPostgres {
-		return exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
+		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
+	} else {
+		cmd = exec.Command(name, args...)
 	}
-	return exec.Command(name, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	if cmd.Env == nil {
+		cmd.Env = []string{}
+	}
+	return cmd
 }
 
 // run runs a command as the server user and returns its combined output in

@@ -437,3 +437,16 @@ func TestTwoEmulatorsAllDoors(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestStartWithAppEnvExported: a test that exported one emulator's AppEnv
+// (PGPORT, ...) can still start another (PostgreSQL reads PGPORT).
+func TestStartWithAppEnvExported(t *testing.T) {
+	a := Start(t)
+	setAppEnv(t, a)
+	t.Setenv("PGPORT", "")
+	b := Start(t)
+	sp := b.ServicePrincipal()
+	if err := loginAt(t.Context(), b, b.Host(), b.Port(), sp, b.MintToken(sp, time.Hour)); err != nil {
+		t.Error(err)
+	}
+}

@@ -3,8 +3,12 @@
 //	go run ./examples/quickstart
 //
 // Without a workspace configured it starts the local Lakebase emulator with
-// tokens that live a few seconds, then runs queries on new connections (and
-// on one long-lived connection) across several rotations. With
+// tokens that live a few seconds, puts what a Databricks App is given into
+// the environment (DATABRICKS_HOST, DATABRICKS_CLIENT_ID/SECRET — OAuth M2M,
+// no PAT — and PG*), builds the connector from the environment alone with
+// connector.New(ctx, connector.Config{...token timing only...}), then runs
+// queries on new connections (and on one long-lived connection) across
+// several rotations. With
 // DATABRICKS_HOST and LAKEBASE_ENDPOINT set it connects to the real
 // workspace and prints who it is connected as.
 package main
@@ -14,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/lakebase-go/lakebase/connector"
@@ -39,9 +44,12 @@ func run(ctx context.Context, out io.Writer, duration, ttl time.Duration) error 
 		return real(ctx, out)
 	}
 	e := env.Emulator
-	cfg := env.Config
-	cfg.Token = tokensource.Options{EarlyRefresh: ttl / 4, SafetyMargin: ttl / 8, BackgroundRetryMin: 200 * time.Millisecond}
-	fmt.Fprintf(out, "PostgreSQL is on %s:%d (TLS, verify-full); tokens expire after %v.\n\n", e.Host(), e.Port(), ttl)
+	restore := setEnv(e.AppEnv())
+	defer restore()
+	fmt.Fprintln(out, "Logging in the Databricks Apps way: OAuth M2M with DATABRICKS_CLIENT_ID/SECRET (no PAT), PG* from the environment.")
+	// Everything but the token timing comes from the environment, as in an App.
+	cfg := connector.Config{Token: tokensource.Options{EarlyRefresh: ttl / 4, SafetyMargin: ttl / 8, BackgroundRetryMin: 200 * time.Millisecond}}
+	fmt.Fprintf(out, "PostgreSQL is on %s:%d (TLS, verify-full); tokens expire after %v.\n\n", e.Host(), e.FrontDoorPort(), ttl)
 
 	c, err := connector.New(ctx, cfg)
 	if err != nil {
@@ -102,6 +110,30 @@ func run(ctx context.Context, out io.Writer, duration, ttl time.Duration) error 
 		return fmt.Errorf("quickstart: %d failed queries", failures)
 	}
 	return nil
+}
+
+// setEnv sets vars in the process environment and returns a function that
+// puts the previous values back.
+func setEnv(vars map[string]string) (restore func()) {
+	type prev struct {
+		v  string
+		ok bool
+	}
+	saved := map[string]prev{}
+	for k, v := range vars {
+		old, ok := os.LookupEnv(k)
+		saved[k] = prev{old, ok}
+		_ = os.Setenv(k, v)
+	}
+	return func() {
+		for k, p := range saved {
+			if p.ok {
+				_ = os.Setenv(k, p.v)
+			} else {
+				_ = os.Unsetenv(k)
+			}
+		}
+	}
 }
 
 // real connects to the configured workspace and shows where it landed.
