@@ -36,6 +36,10 @@
 //   - VerifyAuto (the default) uses Me and switches to the login proof for
 //     good when the workspace refuses Me with 403.
 //
+// The pool logs in as the identity the token proved, as the workspace
+// spells it (Me's userName; with the login proof, the email), so the case
+// of the email header does not matter.
+//
 // A verified token is remembered by its SHA-256 (never the token itself)
 // until its JWT exp claim (at most MaxVerifiedAge), else for VerifiedTTL,
 // at most MaxVerifiedTokens of them. Concurrent requests with one new

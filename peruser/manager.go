@@ -321,13 +321,15 @@ func (m *Manager) Acquire(ctx context.Context, id Identity) (*sql.DB, func(), er
 		m.mu.Unlock()
 		return nil, nil, fmt.Errorf("peruser: %w", tokensource.ErrClosed)
 	}
-	p := m.pools[id.Email]
+	// The pool is keyed by the proven identity as the workspace spells it
+	// (the Postgres role), whatever the case of the header.
+	p := m.pools[pr.role]
 	if p == nil {
-		p = &userPool{role: id.Email, ready: make(chan struct{}), leases: 1, used: m.clock.Now()}
+		p = &userPool{role: pr.role, ready: make(chan struct{}), leases: 1, used: m.clock.Now()}
 		p.elem = m.lru.PushFront(p)
-		m.pools[id.Email] = p
+		m.pools[pr.role] = p
 		m.mu.Unlock()
-		m.build(p, pr)
+		m.build(p)
 	} else {
 		p.leases++
 		p.used = m.clock.Now()
@@ -356,7 +358,7 @@ func (m *Manager) Acquire(ctx context.Context, id Identity) (*sql.DB, func(), er
 // build creates p's pool from the user template (no network call: the
 // host and user are set) and publishes it; it evicts idle pools over the
 // cap. The builder holds one lease.
-func (m *Manager) build(p *userPool, pr proof) {
+func (m *Manager) build(p *userPool) {
 	src := &userSource{m: m}
 	cfg := m.user
 	cfg.User = p.role

@@ -158,16 +158,23 @@ func TestSpoofOfAUserWithoutPool(t *testing.T) {
 	if _, _, err := m.ForRequest(req("bob@example.com", mallory)); peruser.StatusCode(err) != http.StatusForbidden {
 		t.Fatalf("%v, want 403", err)
 	}
-	// Case does not matter; mallory's own request works.
-	db, release, err := m.ForRequest(req("Mallory@Example.com", mallory))
-	if err != nil {
-		t.Fatal(err)
+	// The case of the email header does not matter: the pool logs in as
+	// the identity the token proved.
+	for _, email := range []string{"Mallory@Example.com", "mallory@example.com"} {
+		db, release, err := m.ForRequest(req(email, mallory))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var who string
+		err = db.QueryRowContext(ctx, "SELECT current_user").Scan(&who)
+		release()
+		if err != nil || who != "mallory@example.com" {
+			t.Fatalf("as %s: %q, %v", email, who, err)
+		}
 	}
-	release()
 	if st := m.Stats(); st.Created != 1 || st.OpenPools != 1 || st.Verifications != 1 {
 		t.Errorf("stats %+v, want one pool (mallory's) and one verification", st)
 	}
-	_ = db
 }
 
 // TestFiftyConcurrentFirstRequests: one pool, one verification, one mint.

@@ -88,6 +88,7 @@ type verified struct {
 
 // proof is the outcome of a verification for one request.
 type proof struct {
+	role  string             // the proven identity as the workspace spells it: the Postgres role
 	until time.Time          // the token is trusted until then
 	seed  *tokensource.Token // a credential minted by a login proof, for the user's pool
 }
@@ -152,7 +153,7 @@ func (v *verifier) verify(ctx context.Context, id Identity) (proof, error) {
 			if !strings.EqualFold(who, id.Email) {
 				return proof{}, v.mismatch(id)
 			}
-			return proof{until: until}, nil
+			return proof{role: who, until: until}, nil
 		}
 		v.removeLocked(e)
 	}
@@ -200,6 +201,7 @@ func (v *verifier) run(ctx context.Context, fk flightKey, f *flight, id Identity
 	now := v.m.clock.Now()
 	var res proof
 	if err == nil {
+		res.role = who
 		res.until = expiryOf(id.AccessToken, now, v.ttl)
 		res.seed = seed
 		if !strings.EqualFold(who, id.Email) {

@@ -3,6 +3,7 @@ package peruser
 import (
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -47,4 +48,23 @@ func FuzzJWTExpiry(f *testing.F) {
 			t.Fatalf("remembered past MaxVerifiedAge: %v", got)
 		}
 	})
+}
+
+// TestUserClientsShareTheTransport: every user's workspace client uses the
+// Manager's one transport, and is built without a network call.
+func TestUserClientsShareTheTransport(t *testing.T) {
+	tr := &http.Transport{}
+	m := &Manager{host: "https://example.cloud.databricks.com", transport: tr}
+	for _, tok := range []string{"dapi-one", "dapi-two"} {
+		w, err := m.userClient(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Config.HTTPTransport != tr {
+			t.Fatalf("client for %s has transport %T %p, want the shared %p", tok, w.Config.HTTPTransport, w.Config.HTTPTransport, tr)
+		}
+		if w.Config.Host != m.host || w.Config.Token != tok {
+			t.Fatalf("client config host %q", w.Config.Host)
+		}
+	}
 }
