@@ -1,7 +1,11 @@
 package connector
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -12,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/lakebase-go/lakebase/sslmode"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
@@ -94,9 +99,19 @@ type Config struct {
 	// autoscaling endpoints only). Zero: the service default (1 h).
 	TokenTTL time.Duration
 
-	// ConnectTimeout bounds each login (TCP, TLS and authentication). Zero:
-	// PGCONNECT_TIMEOUT, else 30 s.
+	// ConnectTimeout bounds one new physical connection: TCP, TLS and
+	// authentication, including the retries that ride out a cold start (an
+	// endpoint waking from scale to zero answers with refused connections,
+	// SQLSTATE class 08 or 57P03 for a while). Zero: PGCONNECT_TIMEOUT, else
+	// DefaultConnectTimeout (60 s). The caller's context bounds it too.
 	ConnectTimeout time.Duration
+
+	// ForcedRefreshInterval is the least time between two token refreshes
+	// forced by refused logins (see the package documentation's login
+	// policy): a refused credential forces at most one refresh per refused
+	// token and per interval. Zero: DefaultForcedRefreshInterval (30 s);
+	// negative: no interval limit (still once per refused token).
+	ForcedRefreshInterval time.Duration
 
 	// QueryExecMode is pgx's default query execution mode. Zero: pgx's
 	// default (cached prepared statements). Use
@@ -149,7 +164,84 @@ const (
 type resolved struct {
 	Config
 	hostFromEnv bool
+	rootPEM     []byte // the CA file's contents, read once
+	env         func(string) (string, bool)
 }
+
+// Validate checks every setting of cfg that can be checked without the
+// network, exactly as New does before any look-up: the environment
+// fallbacks, the endpoint or instance name, port, TTL, sslmode and the root
+// certificate file (readable, PEM). It returns the same *ConfigError New
+// would. It makes no network call and reads no file but SSLRootCert.
+func (cfg Config) Validate() error {
+	_, err := resolve(cfg)
+	return err
+}
+
+// resolve is the first stage of New: environment fallbacks and every check
+// that needs no network.
+func resolve(cfg Config) (resolved, error) {
+	r, err := withEnv(cfg)
+	if err != nil {
+		return r, err
+	}
+	c := &r.Config
+	// The TLS settings are checked now, with a stand-in host when the real
+	// one is still to be looked up; the CA file is read once.
+	if _, err := sslmode.Parse(c.SSLMode); err != nil {
+		return r, sslConfigError(err)
+	}
+	if c.SSLRootCert != "" && c.SSLRootCert != "system" {
+		pem, err := os.ReadFile(c.SSLRootCert)
+		if err != nil {
+			return r, &ConfigError{Setting: "SSLRootCert (" + EnvSSLRootCert + ")", Problem: "cannot read the CA file", Fix: "point it at a readable PEM file of CA certificates, or leave it empty for the system roots", Err: err}
+		}
+		r.rootPEM = pem
+		if _, err := sslmode.Configure(sslmode.Options{Mode: "verify-full", Host: "localhost", RootCertPEM: pem, Logger: discard}); err != nil {
+			return r, sslConfigError(err)
+		}
+	}
+	if strings.Contains(strings.ToLower(c.Host), "-pooler") && c.Password == "" {
+		return r, poolerError(c.Host)
+	}
+	if _, _, err := pgxConfig(&r); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// poolerError says that a token login was configured against a connection
+// pooler host.
+func poolerError(host string) *ConfigError {
+	return &ConfigError{Setting: "Host (" + EnvHost + ")", Problem: "\"" + host + "\" is the endpoint's connection pooler, which accepts only native Postgres password roles, not OAuth token logins",
+		Fix: "use the endpoint's direct host (without -pooler), or set Config.Password for a native password role"}
+}
+
+// sslConfigError turns an *sslmode.Error into a *ConfigError with one fix.
+func sslConfigError(err error) *ConfigError {
+	var se *sslmode.Error
+	if !errors.As(err, &se) {
+		return &ConfigError{Setting: "SSLMode/SSLRootCert (" + EnvSSLMode + "/" + EnvSSLRootCert + ")", Problem: "invalid TLS settings", Err: err}
+	}
+	setting := "SSLMode (" + EnvSSLMode + ")"
+	switch {
+	case strings.HasPrefix(se.Setting, "sslrootcert"):
+		setting = "SSLRootCert (" + EnvSSLRootCert + ")"
+	case se.Setting == "host":
+		setting = "Host (" + EnvHost + ")"
+	}
+	var parts []string
+	if se.Value != "" {
+		parts = append(parts, strconv.Quote(se.Value))
+	}
+	if se.Err != nil {
+		parts = append(parts, se.Err.Error())
+	}
+	ce := &ConfigError{Setting: setting, Problem: se.Problem, Fix: se.Fix, Err: se, detail: strings.Join(parts, ": "), hideErr: true}
+	return ce
+}
+
+var discard = slog.New(slog.DiscardHandler)
 
 // withEnv fills zero fields from the environment and validates what can be
 // validated offline. It never mutates cfg.
@@ -162,7 +254,21 @@ func withEnv(cfg Config) (resolved, error) {
 		v, _ := env(key)
 		return strings.TrimSpace(v)
 	}
-	r := resolved{Config: cfg}
+	r := resolved{Config: cfg, env: env}
+	r.RuntimeParams = maps.Clone(cfg.RuntimeParams)
+	if r.RuntimeParams == nil {
+		r.RuntimeParams = map[string]string{}
+	}
+	// Run-time parameters libpq takes from the environment, read through
+	// LookupEnv like every other variable (pgx would read the process
+	// environment directly).
+	for key, param := range map[string]string{"PGOPTIONS": "options", "PGTZ": "timezone", "PGDATESTYLE": "datestyle"} {
+		if v := get(key); v != "" {
+			if _, set := r.RuntimeParams[param]; !set {
+				r.RuntimeParams[param] = v
+			}
+		}
+	}
 	c := &r.Config
 	if c.Endpoint == "" && c.Instance == "" {
 		c.Endpoint = get(EnvEndpoint)
@@ -219,7 +325,7 @@ func withEnv(cfg Config) (resolved, error) {
 			c.ConnectTimeout = time.Duration(s) * time.Second
 		}
 		if c.ConnectTimeout == 0 {
-			c.ConnectTimeout = 30 * time.Second
+			c.ConnectTimeout = DefaultConnectTimeout
 		}
 	}
 	if c.ConnectTimeout < 0 {
@@ -268,3 +374,49 @@ func validEndpointName(s string) bool {
 	}
 	return true
 }
+
+// String describes c for logs and debugging: Password is never printed
+// (only whether one is set), and neither is anything a token source holds.
+func (c Config) String() string {
+	pw := ""
+	if c.Password != "" {
+		pw = " password=REDACTED"
+	}
+	ts := ""
+	if c.TokenSource != nil {
+		ts = " token_source=set"
+	}
+	return fmt.Sprintf("connector.Config{endpoint=%q instance=%q host=%q port=%d database=%q user=%q sslmode=%q sslrootcert=%q app=%q%s%s}",
+		c.Endpoint, c.Instance, c.Host, c.Port, c.Database, c.User, c.SSLMode, c.SSLRootCert, c.AppName, pw, ts)
+}
+
+// GoString is String, so %#v does not print Password either.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue implements slog.LogValuer without Password.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("endpoint", c.Endpoint), slog.String("instance", c.Instance),
+		slog.String("host", c.Host), slog.Int("port", c.Port), slog.String("database", c.Database),
+		slog.String("user", c.User), slog.String("sslmode", c.SSLMode), slog.Bool("password_set", c.Password != ""))
+}
+
+// MarshalJSON encodes the settings of c without Password.
+func (c Config) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Endpoint    string `json:"endpoint,omitempty"`
+		Instance    string `json:"instance,omitempty"`
+		Host        string `json:"host,omitempty"`
+		Port        int    `json:"port,omitempty"`
+		Database    string `json:"database,omitempty"`
+		User        string `json:"user,omitempty"`
+		SSLMode     string `json:"sslmode,omitempty"`
+		SSLRootCert string `json:"sslrootcert,omitempty"`
+		AppName     string `json:"application_name,omitempty"`
+		PasswordSet bool   `json:"password_set"`
+	}{c.Endpoint, c.Instance, c.Host, c.Port, c.Database, c.User, c.SSLMode, c.SSLRootCert, c.AppName, c.Password != ""})
+}
+
+// Format implements fmt.Formatter so that every verb (%v, %+v, %#v, %s,
+// %q) prints String.
+func (c Config) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }

@@ -81,7 +81,7 @@ func TestWithEnvDefaultsAndPrecedence(t *testing.T) {
 	if c.User != "sp-app-id" {
 		t.Errorf("User falls back to DATABRICKS_CLIENT_ID: %q", c.User)
 	}
-	if c.Database != DefaultDatabase || c.AppName != "lakebase-go" || c.ConnectTimeout != 30*time.Second {
+	if c.Database != DefaultDatabase || c.AppName != "lakebase-go" || c.ConnectTimeout != DefaultConnectTimeout {
 		t.Errorf("defaults: db=%q app=%q timeout=%v", c.Database, c.AppName, c.ConnectTimeout)
 	}
 

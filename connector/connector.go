@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,13 +17,11 @@ import (
 
 	"github.com/XSAM/otelsql"
 	"github.com/databricks/databricks-sdk-go"
-	"github.com/databricks/databricks-sdk-go/service/database"
-	"github.com/databricks/databricks-sdk-go/service/iam"
-	"github.com/databricks/databricks-sdk-go/service/postgres"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/lakebase-go/lakebase/internal/sdkclient"
 	"github.com/lakebase-go/lakebase/sslmode"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
@@ -42,12 +41,11 @@ type Connector struct {
 	host   string
 	logger *slog.Logger
 	cfg    resolved
+	login  *loginPolicy
 
 	dsn string // the settings base was parsed from (placeholder password)
 
 	mu        sync.Mutex
-	maxLife   time.Duration // per-connection lifetime set by OpenDB
-	jitter    float64
 	closed    bool
 	closeErr  error
 	onCloseFn []func() error
@@ -58,50 +56,51 @@ var (
 	_ io.Closer        = (*Connector)(nil)
 )
 
-// New resolves cfg (environment fallbacks, host and user lookups), validates
-// it and returns a Connector. Configuration problems are *ConfigError values
-// naming the setting. In the default eager mode the first token is fetched in
-// the background right away; New itself does not wait for it.
+// New resolves cfg and returns a Connector, in three stages, each once:
 //
-// The ctx bounds only the lookups New makes; it is not retained.
+//  1. every local setting is resolved (explicit fields, then the
+//     environment through LookupEnv, then defaults) and validated with no
+//     network at all: endpoint or instance form, port, TTL, sslmode, the
+//     root certificate file, a pooler host used with tokens;
+//  2. only what is still missing is looked up from the workspace: the host
+//     (from Endpoint or Instance) and the user (the workspace identity).
+//     With Host and User known New makes no network call: the default
+//     workspace client is then built by the first token fetch;
+//  3. the connector is built.
+//
+// New returns within ctx: every look-up, including building the default
+// workspace client (whose SDK would otherwise retry an unreachable host for
+// five minutes), ends when ctx does, and nothing keeps retrying afterwards.
+// Errors are *ConfigError values naming the setting to change (for an
+// unreachable or refusing workspace: DATABRICKS_HOST). In the default eager
+// mode the first token is fetched in the background right away; New itself
+// does not wait for it. The ctx is not retained.
 func New(ctx context.Context, cfg Config) (*Connector, error) {
-	r, err := withEnv(cfg)
+	r, err := resolve(cfg)
 	if err != nil {
 		return nil, err
 	}
+	built, err := lookup(ctx, &r)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := build(&r, built)
+	if err != nil && built != nil {
+		built.Close()
+	}
+	return conn, err
+}
+
+// build is the last stage of New: no network, no failure a look-up could
+// have prevented.
+func build(r *resolved, built *sdkclient.Bounded) (*Connector, error) {
 	c := &r.Config
 	logger := c.Logger
-
-	tokenAuth := c.Password == "" && c.TokenSource == nil
-	needWorkspace := tokenAuth || c.Host == "" || c.User == ""
-	if needWorkspace && c.Workspace == nil {
-		w, err := databricks.NewWorkspaceClient()
-		if err != nil {
-			return nil, &ConfigError{Setting: "Workspace", Problem: "cannot create a Databricks workspace client", Fix: "set DATABRICKS_HOST and credentials (DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET, a profile, ...) or pass Config.Workspace", Err: err}
-		}
-		c.Workspace = w
-	}
-
-	if err := resolveHost(ctx, &r); err != nil {
-		return nil, err
-	}
-	if c.User == "" {
-		me, err := c.Workspace.CurrentUser.Me(ctx, iam.MeRequest{})
-		if err != nil || me == nil || me.UserName == "" {
-			if err == nil {
-				err = errors.New("the workspace returned no user name")
-			}
-			return nil, &ConfigError{Setting: "User (" + EnvUser + ")", Problem: "cannot look up the Postgres role from the workspace identity", Fix: "set Config.User or PGUSER to your Databricks user email or service principal application id", Err: err}
-		}
-		c.User = me.UserName
-	}
-
-	tlsRes, err := sslmode.Configure(sslmode.Options{Mode: c.SSLMode, Host: c.Host, RootCert: c.SSLRootCert, Logger: logger})
+	tlsRes, err := sslmode.Configure(sslmode.Options{Mode: c.SSLMode, Host: c.Host, RootCertPEM: r.rootPEM, Logger: logger})
 	if err != nil {
-		return nil, &ConfigError{Setting: "SSLMode/SSLRootCert (" + EnvSSLMode + "/" + EnvSSLRootCert + ")", Problem: "invalid TLS settings", Fix: "see the message above; the default verify-full works with Lakebase", Err: err}
+		return nil, sslConfigError(err)
 	}
-
-	base, dsn, err := pgxConfig(&r)
+	base, dsn, err := pgxConfig(r)
 	if err != nil {
 		return nil, err
 	}
@@ -114,9 +113,12 @@ func New(ctx context.Context, cfg Config) (*Connector, error) {
 		db:     c.Database,
 		host:   c.Host,
 		logger: logger,
-		cfg:    r,
 		static: c.Password,
 		dsn:    dsn,
+		login:  newLoginPolicy(c),
+	}
+	if built != nil {
+		conn.onCloseFn = append(conn.onCloseFn, func() error { built.Close(); return nil })
 	}
 
 	switch {
@@ -124,13 +126,19 @@ func New(ctx context.Context, cfg Config) (*Connector, error) {
 	case c.TokenSource != nil:
 		conn.source = c.TokenSource
 	default:
-		ts, err := newTokenSource(&r)
+		var lazy *lazyWorkspace
+		if c.Workspace == nil {
+			lazy = &lazyWorkspace{}
+			conn.onCloseFn = append(conn.onCloseFn, func() error { lazy.close(); return nil })
+		}
+		ts, err := newTokenSource(r, lazy)
 		if err != nil {
 			return nil, err
 		}
 		conn.source = ts
 		conn.owned = ts
 	}
+	conn.cfg = *r
 
 	raw := stdlib.GetConnector(conn.base,
 		stdlib.OptionBeforeConnect(conn.beforeConnect),
@@ -138,28 +146,54 @@ func New(ctx context.Context, cfg Config) (*Connector, error) {
 		stdlib.OptionResetSession(conn.resetSession))
 	conn.conn = &retryConnector{raw: raw, c: conn}
 	if c.Telemetry {
-		conn.conn = wrapTelemetry(conn.conn, &r)
+		conn.conn = wrapTelemetry(conn.conn, r)
 	}
 	return conn, nil
 }
 
 // newTokenSource builds the Databricks fetcher and its cache.
-func newTokenSource(r *resolved) (*tokensource.Cached, error) {
+func newTokenSource(r *resolved, lazy *lazyWorkspace) (*tokensource.Cached, error) {
 	c := &r.Config
-	var (
-		fetch tokensource.FetchFunc
-		err   error
-		attrs []attribute.KeyValue
-	)
+	var attrs []attribute.KeyValue
+	fetcher := func(w *databricks.WorkspaceClient) (tokensource.FetchFunc, error) {
+		if c.Endpoint != "" {
+			return tokensource.EndpointFetcher(w, c.Endpoint, tokensource.EndpointOptions{TTL: c.TokenTTL})
+		}
+		return tokensource.InstanceFetcher(w, c.Instance)
+	}
 	if c.Endpoint != "" {
-		fetch, err = tokensource.EndpointFetcher(c.Workspace, c.Endpoint, tokensource.EndpointOptions{TTL: c.TokenTTL})
 		attrs = append(attrs, attribute.String("lakebase.endpoint", c.Endpoint))
 	} else {
-		fetch, err = tokensource.InstanceFetcher(c.Workspace, c.Instance)
 		attrs = append(attrs, attribute.String("lakebase.instance", c.Instance))
 	}
-	if err != nil {
-		return nil, &ConfigError{Setting: "Endpoint/Instance", Problem: "cannot build the credential fetcher", Fix: "check the endpoint or instance name", Err: err}
+	var fetch tokensource.FetchFunc
+	if lazy == nil {
+		f, err := fetcher(c.Workspace)
+		if err != nil {
+			return nil, &ConfigError{Setting: "Endpoint/Instance", Problem: "cannot build the credential fetcher", Fix: "check the endpoint or instance name", Err: err}
+		}
+		fetch = f
+	} else {
+		var (
+			mu sync.Mutex
+			f  tokensource.FetchFunc
+		)
+		fetch = func(ctx context.Context) (tokensource.Token, error) {
+			w, err := lazy.get(ctx)
+			if err != nil {
+				return tokensource.Token{}, err
+			}
+			mu.Lock()
+			if f == nil {
+				f, err = fetcher(w)
+			}
+			cur := f
+			mu.Unlock()
+			if err != nil {
+				return tokensource.Token{}, err
+			}
+			return cur(ctx)
+		}
 	}
 	opts := c.Token
 	if opts.Logger == nil {
@@ -175,83 +209,93 @@ func newTokenSource(r *resolved) (*tokensource.Cached, error) {
 	return tokensource.New(fetch, opts), nil
 }
 
-// resolveHost fills Host from the endpoint or instance when it is empty, and
-// warns once when an explicit host disagrees with the resolved one.
-func resolveHost(ctx context.Context, r *resolved) error {
-	c := &r.Config
-	if c.Endpoint == "" && c.Instance == "" {
-		return nil
-	}
-	if c.Host != "" && c.Workspace == nil {
-		return nil
-	}
-	var (
-		host    string
-		err     error
-		setting string
-	)
-	if c.Endpoint != "" {
-		setting = "Endpoint (" + EnvEndpoint + ")"
-		var ep *postgres.Endpoint
-		ep, err = c.Workspace.Postgres.GetEndpoint(ctx, postgres.GetEndpointRequest{Name: c.Endpoint})
-		if err == nil && ep != nil && ep.Status != nil && ep.Status.Hosts != nil {
-			host = ep.Status.Hosts.Host
-		}
-	} else {
-		setting = "Instance (" + EnvInstance + ")"
-		var inst *database.DatabaseInstance
-		inst, err = c.Workspace.Database.GetDatabaseInstance(ctx, database.GetDatabaseInstanceRequest{Name: c.Instance})
-		if err == nil && inst != nil {
-			host = inst.ReadWriteDns
-		}
-	}
-	if c.Host != "" {
-		// An explicit host wins. Compare only to warn about a likely mistake.
-		if err == nil && host != "" && !strings.EqualFold(host, c.Host) {
-			c.Logger.Warn("connector: the configured host differs from the host of the endpoint/instance; using the configured host",
-				slog.String("host", c.Host), slog.String("resolved_host", host), slog.Bool("host_from_env", r.hostFromEnv))
-		}
-		return nil
-	}
-	if err != nil {
-		return &ConfigError{Setting: setting, Problem: "cannot look up the Postgres host", Fix: "check the name and your workspace permissions, or set Config.Host / PGHOST", Err: err}
-	}
-	if host == "" {
-		return &ConfigError{Setting: setting, Problem: "the workspace reported no host (is the compute running?)", Fix: "set Config.Host / PGHOST, or start the endpoint"}
-	}
-	c.Host = host
-	return nil
-}
-
-// pgxConfig builds the base pgx configuration without a password. It passes
-// every setting explicitly so that pgx reads nothing it was not told to
-// (no ~/.pgpass lookup: a placeholder password is cleared afterwards).
+// pgxConfig builds the base pgx configuration without a password. Every
+// setting pgx would otherwise take from the process environment (PGOPTIONS,
+// PGTZ, PGSSLCERT, PGPASSFILE, PGTARGETSESSIONATTRS, PGSERVICE, ...) is
+// given explicitly, so the result depends on Config (and LookupEnv) alone;
+// a placeholder password keeps pgx from reading a password file.
 func pgxConfig(r *resolved) (*pgx.ConnConfig, string, error) {
 	c := &r.Config
+	host := c.Host
+	if host == "" {
+		host = "localhost" // validation before the host is looked up
+	}
+	timeout := int((c.ConnectTimeout + time.Second - 1) / time.Second)
 	kv := []string{
-		"host=" + quoteDSN(c.Host),
+		"host=" + quoteDSN(host),
 		"port=" + strconv.Itoa(c.Port),
 		"dbname=" + quoteDSN(c.Database),
-		"user=" + quoteDSN(c.User),
+		"user=" + quoteDSN(nonEmpty(c.User, "placeholder")),
 		"password=placeholder",
+		"passfile=''",
 		"sslmode=disable",
+		"sslcert=''",
+		"sslkey=''",
+		"sslrootcert=''",
+		"sslpassword=''",
+		"sslcertmode=allow",
+		"sslnegotiation=postgres",
 		"target_session_attrs=any",
+		"min_protocol_version=3.0",
+		"max_protocol_version=3.0",
+		"channel_binding=prefer",
+		"require_auth=''",
+		"connect_timeout=" + strconv.Itoa(timeout),
 		"application_name=" + quoteDSN(c.AppName),
+	}
+	if svc := serviceOverride(); svc != "" {
+		kv = append(kv, svc)
 	}
 	dsn := strings.Join(kv, " ")
 	pc, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, "", &ConfigError{Setting: "Host/Port/Database/User", Problem: "pgx cannot use these settings", Fix: "check the values (and PGSERVICE/PGSERVICEFILE in the environment)", Err: errors.New(redactParseError(err))}
+		return nil, "", &ConfigError{Setting: "Host/Port/Database/User", Problem: "pgx cannot use these settings", Fix: "check the values", Err: errors.New(redactParseError(err))}
 	}
 	pc.Password = ""
 	pc.ConnectTimeout = c.ConnectTimeout
 	if c.QueryExecMode != 0 {
 		pc.DefaultQueryExecMode = c.QueryExecMode
 	}
+	// Run-time parameters come from Config only (pgx adds PGOPTIONS, PGTZ,
+	// ... from the process environment).
+	pc.RuntimeParams = map[string]string{"application_name": c.AppName}
 	for k, v := range c.RuntimeParams {
 		pc.RuntimeParams[k] = v
 	}
 	return pc, dsn, nil
+}
+
+func nonEmpty(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+var (
+	serviceOnce sync.Once
+	serviceKV   string
+)
+
+// serviceOverride returns the settings that neutralise PGSERVICE and
+// PGSERVICEFILE of the process environment, which pgx would read and fail
+// on if the service does not exist: an explicit, empty service of our own.
+func serviceOverride() string {
+	if os.Getenv("PGSERVICE") == "" {
+		return ""
+	}
+	serviceOnce.Do(func() {
+		f, err := os.CreateTemp("", "lakebase-go-pgservice-*.conf")
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		if _, err := f.WriteString("[lakebase-go-none]\n"); err != nil {
+			return
+		}
+		serviceKV = "service=lakebase-go-none servicefile=" + quoteDSN(f.Name())
+	})
+	return serviceKV
 }
 
 // redactParseError keeps a pgx parse error message but never the connection
@@ -272,41 +316,6 @@ func quoteDSN(s string) string {
 		return s
 	}
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
-// tokenKey carries the token chosen by Connect into beforeConnect.
-type tokenKey struct{}
-
-// beforeConnect sets the password on pgx's per-connection copy of the base
-// configuration. It never touches the shared base.
-func (c *Connector) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
-	if c.static != "" {
-		cc.Password = c.static
-		return nil
-	}
-	if tok, ok := ctx.Value(tokenKey{}).(tokensource.Token); ok {
-		cc.Password = tok.Value
-		return nil
-	}
-	tok, err := c.source.Token(ctx)
-	if err != nil {
-		return fmt.Errorf("connector: no token for role %q: %w", c.role, err)
-	}
-	cc.Password = tok.Value
-	return nil
-}
-
-// BeforeConnect is a pgxpool.Config.BeforeConnect (and
-// stdlib.OptionBeforeConnect) hook: it sets the current token as the
-// password of the per-connection config copy. Use PoolConfig for a complete
-// pgxpool configuration. The pgxpool path rotates tokens like the
-// database/sql path but cannot retry a refused login: pgxpool offers no hook
-// for it, so a revoked token is replaced at the next refresh.
-func (c *Connector) BeforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
-	if c.isClosed() {
-		return fmt.Errorf("connector: %w", errClosed)
-	}
-	return c.beforeConnect(ctx, cc)
 }
 
 // Connect opens a new physical connection with the current token. It
@@ -355,102 +364,53 @@ func (c *Connector) ConnConfig() *pgx.ConnConfig { return c.base.Copy() }
 
 // OnClose registers f to run when the connector is closed (used by OpenDB
 // to unregister pool metrics). Functions run in reverse order of
-// registration.
+// registration, outside the connector's lock, so f may call methods of c.
+// If c is already closed, f runs at once.
 func (c *Connector) OnClose(f func() error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		_ = f()
 		return
 	}
 	c.onCloseFn = append(c.onCloseFn, f)
+	c.mu.Unlock()
 }
 
 // Close stops the token source the connector created and runs OnClose
 // functions. It is idempotent; sql.DB.Close calls it. A TokenSource passed in
-// Config is not closed.
+// Config is not closed. After Close, Connect and BeforeConnect fail with an
+// error that errors.Is tokensource.ErrClosed.
 func (c *Connector) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
-		return c.closeErr
+		err := c.closeErr
+		c.mu.Unlock()
+		return err
 	}
 	c.closed = true
-	var errs []error
-	for i := len(c.onCloseFn) - 1; i >= 0; i-- {
-		errs = append(errs, c.onCloseFn[i]())
-	}
+	fns := c.onCloseFn
 	c.onCloseFn = nil
+	c.mu.Unlock()
+
+	var errs []error
+	for i := len(fns) - 1; i >= 0; i-- {
+		errs = append(errs, fns[i]())
+	}
 	if c.owned != nil {
 		errs = append(errs, c.owned.Close())
 	}
-	c.closeErr = errors.Join(errs...)
-	return c.closeErr
+	err := errors.Join(errs...)
+	c.mu.Lock()
+	c.closeErr = err
+	c.mu.Unlock()
+	return err
 }
 
 func (c *Connector) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closed
-}
-
-var errClosed = errors.New("connector closed")
-
-// retryConnector does the token bookkeeping around pgx's stdlib connector:
-// it picks the token, and on an authentication failure forces one refresh
-// and retries once.
-type retryConnector struct {
-	raw driver.Connector
-	c   *Connector
-}
-
-func (rc *retryConnector) Driver() driver.Driver { return rc.raw.Driver() }
-
-func (rc *retryConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	c := rc.c
-	if c.isClosed() {
-		return nil, fmt.Errorf("connector: %w", tokensource.ErrClosed)
-	}
-	if c.source == nil {
-		conn, err := rc.raw.Connect(ctx)
-		return conn, rc.wrapErr(err)
-	}
-	tok, err := c.source.Token(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("connector: no token for role %q: %w", c.role, err)
-	}
-	conn, err := rc.raw.Connect(context.WithValue(ctx, tokenKey{}, tok))
-	if err == nil {
-		return conn, nil
-	}
-	code, auth := authFailureCode(err)
-	refresher, canRefresh := c.source.(tokensource.Refresher)
-	if !auth || !canRefresh {
-		return nil, rc.wrapErr(err)
-	}
-	c.logger.Warn("connector: login refused with a cached token; refreshing the token and retrying once",
-		slog.String("role", c.role), slog.String("sqlstate", code))
-	fresh, rerr := refresher.Refresh(ctx, tok)
-	if rerr != nil {
-		return nil, fmt.Errorf("connector: login for role %q refused (SQLSTATE %s) and the token refresh failed: %w", c.role, code, rerr)
-	}
-	conn, err = rc.raw.Connect(context.WithValue(ctx, tokenKey{}, fresh))
-	if err == nil {
-		return conn, nil
-	}
-	return nil, rc.wrapErr(err)
-}
-
-// wrapErr turns an authentication failure into a *LoginError and wraps
-// everything else with the package prefix.
-func (rc *retryConnector) wrapErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	if code, ok := authFailureCode(err); ok {
-		return &LoginError{Role: rc.c.role, Database: rc.c.db, Code: code, Err: err}
-	}
-	return fmt.Errorf("connector: connect to %s as %q: %w", rc.c.host, rc.c.role, err)
 }
 
 // wrapTelemetry instruments conn with otelsql. otelsql only exposes its

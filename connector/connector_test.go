@@ -273,17 +273,21 @@ func TestMeLookupFailureIsConfigError(t *testing.T) {
 	}
 }
 
-func TestHostDisagreementWarnsOnce(t *testing.T) {
+func TestHostAndUserGivenMakeNoWorkspaceCall(t *testing.T) {
 	e := lakebasetest.Start(t)
-	logs := &syncBuffer{}
-	cfg := baseConfig(t, e, logs)
-	cfg.Host = "127.0.0.1" // the endpoint reports "localhost"
+	cfg := baseConfig(t, e, nil)
+	cfg.Host = "127.0.0.1" // differs from the endpoint's host: no call checks it
+	cfg.Token.Mode = tokensource.Lazy
+	e.ResetCalls()
 	c := mustNew(t, cfg)
+	if n := e.Calls(lakebasetest.RouteEndpoint) + e.Calls(lakebasetest.RouteMe) + e.Calls(lakebasetest.RouteCredentials); n != 0 {
+		t.Errorf("New made %d workspace calls with Host and User given, want 0", n)
+	}
 	db := sql.OpenDB(c)
 	defer db.Close()
 	currentUser(t, db)
-	if n := strings.Count(logs.String(), "differs from the host"); n != 1 {
-		t.Errorf("warning count = %d, want 1; logs:\n%s", n, logs)
+	if n := e.Calls(lakebasetest.RouteEndpoint); n != 0 {
+		t.Errorf("endpoint look-ups = %d, want 0", n)
 	}
 }
 
@@ -439,7 +443,7 @@ func TestPgxPoolRotates(t *testing.T) {
 }
 
 func TestBeforeConnectSetsOnlyPasswordOnCopy(t *testing.T) {
-	c := &Connector{source: staticSource{tokensource.Token{Value: "tok-123", Expiry: time.Now().Add(time.Hour)}}}
+	c := &Connector{source: staticSource{tokensource.Token{Value: "tok-123", Expiry: time.Now().Add(time.Hour)}}, login: newLoginPolicy(&Config{Logger: discard})}
 	base, err := pgx.ParseConfig("host=h user=u password=placeholder sslmode=disable")
 	if err != nil {
 		t.Fatal(err)

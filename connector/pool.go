@@ -82,10 +82,11 @@ func OpenDB(c *Connector, opts ...PoolOptions) *sql.DB {
 		o = opts[0]
 	}
 	o = o.withDefaults()
+	var dc driver.Connector = c
 	if o.MaxConnLifetime > 0 && o.LifetimeJitter > 0 {
-		c.setLifetime(o.MaxConnLifetime, o.LifetimeJitter)
+		dc = &dbConnector{Connector: c, life: lifetime{o.MaxConnLifetime, o.LifetimeJitter}}
 	}
-	db := sql.OpenDB(c)
+	db := sql.OpenDB(dc)
 	db.SetConnMaxLifetime(orZero(o.MaxConnLifetime))
 	db.SetConnMaxIdleTime(orZero(o.MaxIdleTime))
 	db.SetMaxOpenConns(orZero(o.MaxOpenConns))
@@ -104,22 +105,34 @@ func OpenDB(c *Connector, opts ...PoolOptions) *sql.DB {
 // end of life.
 const deadlineKey = "lakebase.deadline"
 
-// setLifetime makes new connections carry a jittered deadline.
-func (c *Connector) setLifetime(maxLife time.Duration, jitter float64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.maxLife, c.jitter = maxLife, jitter
+// lifetime is the jittered connection lifetime of one DB opened by OpenDB.
+type lifetime struct {
+	max    time.Duration
+	jitter float64
+}
+
+// lifetimeKey carries a DB's lifetime into afterConnect.
+type lifetimeKey struct{}
+
+// dbConnector is the connector of one DB from OpenDB: it stamps that DB's
+// lifetime on its new connections without changing the shared Connector, so
+// several DBs on one Connector keep their own settings.
+type dbConnector struct {
+	*Connector
+	life lifetime
+}
+
+func (d *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	return d.Connector.Connect(context.WithValue(ctx, lifetimeKey{}, d.life))
 }
 
 // afterConnect stamps a new connection with its jittered deadline.
-func (c *Connector) afterConnect(_ context.Context, conn *pgx.Conn) error {
-	c.mu.Lock()
-	maxLife, jitter := c.maxLife, c.jitter
-	c.mu.Unlock()
-	if maxLife <= 0 {
+func (c *Connector) afterConnect(ctx context.Context, conn *pgx.Conn) error {
+	l, ok := ctx.Value(lifetimeKey{}).(lifetime)
+	if !ok || l.max <= 0 {
 		return nil
 	}
-	life := maxLife - time.Duration(rand.Float64()*jitter*float64(maxLife))
+	life := l.max - time.Duration(rand.Float64()*l.jitter*float64(l.max))
 	conn.PgConn().CustomData()[deadlineKey] = time.Now().Add(life)
 	return nil
 }

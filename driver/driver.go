@@ -11,6 +11,7 @@ import (
 	"github.com/databricks/databricks-sdk-go"
 
 	"github.com/lakebase-go/lakebase/connector"
+	"github.com/lakebase-go/lakebase/internal/sdkclient"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
@@ -47,12 +48,21 @@ func (d *Driver) Open(dsn string) (driver.Conn, error) {
 	return c.Connect(context.Background())
 }
 
-// OpenConnector parses dsn and returns a connector that builds a
-// connector.Connector on first use.
+// OpenConnector parses dsn, checks every setting that needs no network
+// (keys and values, environment fallbacks, sslmode, the root certificate
+// file, endpoint form: see connector.Config.Validate) and returns a
+// connector that builds a connector.Connector on first use, bounded by that
+// use's context. So sql.Open fails at once on a bad setting, with a
+// *DSNError or a *connector.ConfigError; it never echoes a value.
 func (d *Driver) OpenConnector(dsn string) (driver.Connector, error) {
 	parsed, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, err
+	}
+	if parsed.Profile == "" {
+		if err := parsed.Config.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	return newConnector(d, parsed), nil
 }
@@ -107,14 +117,24 @@ func (c *Connector) get(ctx context.Context) (*connector.Connector, error) {
 		return inner, err
 	}
 	cfg := c.dsn.Config
+	var profile *sdkclient.Bounded
 	if c.dsn.Profile != "" {
-		w, err := databricks.NewWorkspaceClient(&databricks.Config{Profile: c.dsn.Profile})
+		b, err := sdkclient.Build(ctx, &databricks.Config{Profile: c.dsn.Profile})
 		if err != nil {
-			return nil, &connector.ConfigError{Setting: "databricks_profile", Problem: "cannot build a workspace client from the profile", Fix: "check the profile name in ~/.databrickscfg", Err: err}
+			return nil, &connector.ConfigError{Setting: "databricks_profile", Problem: "cannot build a workspace client from the profile", Fix: "check the profile name in ~/.databrickscfg and that its host can be reached", Err: err}
 		}
-		cfg.Workspace = w
+		cfg.Workspace = b.Client
+		profile = b
 	}
 	inner, err := connector.New(ctx, cfg)
+	if profile != nil {
+		profile.Release()
+		if err != nil {
+			profile.Close()
+		} else {
+			inner.OnClose(func() error { profile.Close(); return nil })
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

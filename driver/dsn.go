@@ -1,8 +1,10 @@
 package driver
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"sort"
 	"strconv"
@@ -149,6 +151,11 @@ func ParseDSN(dsn string) (DSN, error) {
 		k, v := kv[0], kv[1]
 		set, ok := keys[k]
 		if !ok {
+			if !keyShaped(k) {
+				// Not a key anybody would type: perhaps part of a value
+				// with an unquoted space. Never echo it.
+				return DSN{}, &DSNError{Problem: "an unknown key (not shown: it may be part of a value with an unquoted space)", Fix: "quote values that contain spaces (key='a value'); accepted keys are " + acceptedKeys()}
+			}
 			return DSN{}, &DSNError{Key: k, Problem: "unknown key", Fix: "accepted keys are " + acceptedKeys()}
 		}
 		if seen[k] {
@@ -160,6 +167,21 @@ func ParseDSN(dsn string) (DSN, error) {
 		}
 	}
 	return d, nil
+}
+
+// keyShaped reports whether k looks like a connection-string key: lower
+// case letters, digits and underscores, not too long.
+func keyShaped(k string) bool {
+	if k == "" || len(k) > 40 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseURL parses postgres://user:password@host:port/dbname?key=value.
@@ -243,7 +265,13 @@ func parseKeywordValue(s string) ([][2]string, error) {
 			i++
 		}
 		if i >= len(s) || s[i] != '=' {
-			return nil, &DSNError{Key: key, Problem: `missing "=" after the key`, Fix: "write key=value pairs separated by spaces"}
+			// This word may be the rest of a value with an unquoted space
+			// (a password, say): never echo it.
+			e := &DSNError{Problem: `a word without "=" (not shown: it may be part of a value)`, Fix: "write key=value pairs separated by spaces, and quote values that contain spaces: key='a value'"}
+			if len(pairs) > 0 {
+				e.Problem = `a word without "=" after the value of key ` + strconv.Quote(pairs[len(pairs)-1][0]) + " (not shown: it may be part of that value)"
+			}
+			return nil, e
 		}
 		if key == "" {
 			return nil, &DSNError{Problem: `"=" without a key`, Fix: "write key=value pairs separated by spaces"}
@@ -289,6 +317,23 @@ func parseKeywordValue(s string) ([][2]string, error) {
 
 func isSpace(b byte) bool {
 	return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\f' || b == '\v'
+}
+
+// GoString is String, so %#v never prints the password.
+func (d DSN) GoString() string { return d.String() }
+
+// Format implements fmt.Formatter: every verb prints String.
+func (d DSN) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(d.String())) }
+
+// LogValue implements slog.LogValuer without the password.
+func (d DSN) LogValue() slog.Value { return slog.StringValue(d.String()) }
+
+// MarshalJSON encodes the DSN without the password.
+func (d DSN) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Config  connector.Config `json:"config"`
+		Profile string           `json:"databricks_profile,omitempty"`
+	}{d.Config, d.Profile})
 }
 
 // String renders d for debugging without the password.

@@ -101,7 +101,7 @@ func EndpointFetcher(w *databricks.WorkspaceClient, endpoint string, opts Endpoi
 	return func(ctx context.Context) (Token, error) {
 		cred, err := w.Postgres.GenerateDatabaseCredential(ctx, req)
 		if err != nil {
-			return Token{}, err
+			return Token{}, scrubErr(err)
 		}
 		return parseEndpointCredential(cred)
 	}, nil
@@ -130,7 +130,7 @@ func InstanceFetcher(w *databricks.WorkspaceClient, instance string) (FetchFunc,
 	return func(ctx context.Context) (Token, error) {
 		cred, err := w.Database.GenerateDatabaseCredential(ctx, database.GenerateDatabaseCredentialRequest{InstanceNames: []string{instance}})
 		if err != nil {
-			return Token{}, err
+			return Token{}, scrubErr(err)
 		}
 		return parseInstanceCredential(cred)
 	}, nil

@@ -91,6 +91,7 @@ type call struct {
 	done chan struct{}
 	tok  Token
 	err  error
+	last atomic.Pointer[error] // the latest failed attempt, while retrying
 }
 
 // Cached is a Source that caches the token of a FetchFunc and refreshes it
@@ -246,6 +247,10 @@ func (c *Cached) slow(ctx context.Context, stale *Token) (Token, error) {
 	select {
 	case <-cl.done:
 	case <-ctx.Done():
+		if last := cl.last.Load(); last != nil {
+			// The caller gives up while fetches fail: say why they fail.
+			return Token{}, fmt.Errorf("tokensource: waiting for a token: %w; the last fetch attempt failed: %w", ctx.Err(), *last)
+		}
 		return Token{}, fmt.Errorf("tokensource: waiting for a token: %w", ctx.Err())
 	case <-c.ctx.Done():
 		// Closed; do not wait for a FetchFunc that may ignore its ctx.
@@ -277,7 +282,7 @@ func (c *Cached) startLocked(now int64) *call {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		tok, err := c.fetchWithRetry(schedule)
+		tok, err := c.fetchWithRetry(cl, schedule)
 		c.finish(cl, tok, err)
 	}()
 	return cl
@@ -285,12 +290,13 @@ func (c *Cached) startLocked(now int64) *call {
 
 // fetchWithRetry runs attempts until success, a permanent failure, the end
 // of schedule, or Close.
-func (c *Cached) fetchWithRetry(schedule []time.Duration) (Token, error) {
+func (c *Cached) fetchWithRetry(cl *call, schedule []time.Duration) (Token, error) {
 	for attempt := 0; ; attempt++ {
 		tok, err := c.attempt(attempt)
 		if err == nil {
 			return tok, nil
 		}
+		cl.last.Store(&err)
 		if !IsTransient(err) || attempt >= len(schedule) {
 			return Token{}, err
 		}

@@ -25,7 +25,7 @@ const (
 	KindAuth                       // 401/403: the workspace identity cannot mint credentials
 	KindNotFound                   // 404: the endpoint or instance does not exist
 	KindInvalidRequest             // other 4xx
-	KindConfig                     // a *ConfigError
+	KindConfig                     // a *ConfigError, a host name that does not exist, an untrusted certificate
 	KindValidation                 // the response was unusable (a *ValidationError)
 	KindClosed                     // the source was closed
 )
@@ -51,7 +51,9 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// Error is a failed token fetch. Its message never contains a token.
+// Error is a failed token fetch. Its message never contains a token: the
+// cause's text is passed through Scrub, and the errors of the Databricks
+// fetchers of this package are scrubbed before they are wrapped.
 type Error struct {
 	Op   string // what failed, e.g. "fetch"
 	Kind Kind
@@ -70,7 +72,7 @@ func (e *Error) Error() string {
 			detail += ", HTTP " + strconv.Itoa(ae.StatusCode)
 		}
 	}
-	return "tokensource: " + e.Op + " failed (" + detail + "): " + e.Err.Error()
+	return "tokensource: " + e.Op + " failed (" + detail + "): " + Scrub(e.Err.Error())
 }
 
 // Unwrap returns the cause.
@@ -139,6 +141,11 @@ func classify(err error) Kind {
 		}
 		return KindUnknown
 	}
+	if certificateError(err) != nil || isNXDomain(err) {
+		// The workspace host is misconfigured (a name that does not exist,
+		// a certificate that cannot be trusted): retrying cannot help.
+		return KindConfig
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return KindTransient
 	}
@@ -158,8 +165,9 @@ func classify(err error) Kind {
 // IsTransient reports whether err is a failure that retrying later can fix:
 // a *Error of kind transient, an SDK *apierr.APIError with status 429 or
 // 5xx, a net.Error, a deadline (a per-attempt timeout), a refused or reset
-// connection. 4xx errors, configuration and validation errors, ErrClosed and
-// a cancelled context are not transient.
+// connection. 4xx errors, configuration and validation errors, a host name
+// that does not exist (NXDOMAIN), a TLS certificate that cannot be verified,
+// ErrClosed and a cancelled context are not transient.
 func IsTransient(err error) bool {
 	return err != nil && classify(err) == KindTransient
 }
