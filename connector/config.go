@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/XSAM/otelsql"
 	"github.com/databricks/databricks-sdk-go"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/metric"
@@ -138,6 +140,29 @@ type Config struct {
 	// OpenTelemetry globals.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
+
+	// BeforeConnect, if set, edits each new connection's copy of the pgx
+	// configuration: register a Tracer (otelpgx, tracelog), a DialFunc, an
+	// OnNotice handler, ... It runs after the connector's own settings and
+	// before the password is set, so it never sees the token (and a
+	// Password it sets is overwritten). An error fails that connection. It
+	// applies to OpenDB, the lakebase driver and PoolConfig alike.
+	BeforeConnect func(ctx context.Context, cc *pgx.ConnConfig) error
+
+	// AfterConnect, if set, runs on each new connection after the
+	// connector's own after-connect step: register custom types (pgvector,
+	// enums) with conn.TypeMap(), set session state, ... An error closes
+	// the connection and fails the connect with that error. It applies to
+	// OpenDB, the lakebase driver and PoolConfig alike.
+	AfterConnect func(ctx context.Context, conn *pgx.Conn) error
+
+	// TelemetryOptions are appended to the connector's otelsql options
+	// when Telemetry is on, so they win. The defaults are lean: one span
+	// per query, exec, transaction and connect, the
+	// db.client.operation.duration metric, and no spans for Rows
+	// iteration, session resets, prepares or pings. To get them back:
+	// otelsql.WithSpanOptions(otelsql.SpanOptions{Ping: true, ...}).
+	TelemetryOptions []otelsql.Option
 
 	// LookupEnv reads the environment. Nil: os.LookupEnv. Tests and
 	// multi-tenant programs can pass their own.

@@ -433,7 +433,7 @@ func otelOptions(r *resolved) []otelsql.Option {
 			attribute.String("server.address", c.Host),
 			attribute.Int("server.port", c.Port),
 		),
-		otelsql.WithSpanOptions(otelsql.SpanOptions{OmitConnResetSession: true, OmitRows: true}),
+		otelsql.WithSpanOptions(otelsql.SpanOptions{OmitConnResetSession: true, OmitRows: true, OmitConnPrepare: true, DisableErrSkip: true}),
 	}
 	if c.TracerProvider != nil {
 		opts = append(opts, otelsql.WithTracerProvider(c.TracerProvider))
@@ -441,7 +441,7 @@ func otelOptions(r *resolved) []otelsql.Option {
 	if c.MeterProvider != nil {
 		opts = append(opts, otelsql.WithMeterProvider(c.MeterProvider))
 	}
-	return opts
+	return append(opts, c.TelemetryOptions...)
 }
 
 // connectorDriver adapts a driver.Connector to driver.DriverContext so that

@@ -69,6 +69,10 @@ const (
 	LoginNoPermission
 	// LoginDatabaseMissing: the database does not exist (SQLSTATE 3D000).
 	LoginDatabaseMissing
+	// LoginPoolerRefused: a connection pooler (PgBouncer, Lakebase's
+	// "-pooler" host) refused the authentication (SQLSTATE 08P01). The
+	// pooler accepts only native Postgres password roles, not OAuth tokens.
+	LoginPoolerRefused
 )
 
 // String names the reason.
@@ -86,6 +90,8 @@ func (r LoginReason) String() string {
 		return "no permission"
 	case LoginDatabaseMissing:
 		return "database missing"
+	case LoginPoolerRefused:
+		return "refused by a connection pooler"
 	}
 	return "refused"
 }
@@ -126,6 +132,9 @@ func (e *LoginError) Error() string {
 	case LoginDatabaseMissing:
 		what = "database " + db + " does not exist"
 		fix = "check Database/PGDATABASE (the default database is databricks_postgres)"
+	case LoginPoolerRefused:
+		what = "the connection pooler refused the login of role " + role + "; it accepts only native Postgres password roles, not OAuth tokens"
+		fix = "connect to the endpoint's direct host (Host/PGHOST without -pooler), or set Config.Password for a native password role"
 	default:
 		what = "login refused for role " + role
 		fix = "see the server's message"
@@ -185,6 +194,11 @@ func refusal(err error) (code string, reason LoginReason, ok bool) {
 		return pgErr.Code, LoginNoPermission, true
 	case "3D000":
 		return pgErr.Code, LoginDatabaseMissing, true
+	case "08P01":
+		// PgBouncer reports failed authentication as a protocol violation.
+		if strings.Contains(msg, "auth") || strings.Contains(msg, "password") {
+			return pgErr.Code, LoginPoolerRefused, true
+		}
 	}
 	return "", 0, false
 }

@@ -45,6 +45,9 @@ type tokenKey struct{}
 // beforeConnect sets the password on pgx's per-connection copy of the base
 // configuration. It never touches the shared base.
 func (c *Connector) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
+	if err := c.userBeforeConnect(ctx, cc); err != nil {
+		return err
+	}
 	if c.static != "" {
 		cc.Password = c.static
 		return nil
@@ -72,6 +75,9 @@ func (c *Connector) BeforeConnect(ctx context.Context, cc *pgx.ConnConfig) error
 	if c.isClosed() {
 		return fmt.Errorf("connector: %w", tokensource.ErrClosed)
 	}
+	if err := c.userBeforeConnect(ctx, cc); err != nil {
+		return err
+	}
 	if c.static != "" {
 		cc.Password = c.static
 		return nil
@@ -98,6 +104,19 @@ func (c *Connector) BeforeConnect(ctx context.Context, cc *pgx.ConnConfig) error
 			}
 		}
 		return watch(conn), nil
+	}
+	return nil
+}
+
+// userBeforeConnect runs Config.BeforeConnect on cc before any password is
+// set.
+func (c *Connector) userBeforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
+	if c.cfg.BeforeConnect == nil {
+		return nil
+	}
+	cc.Password = ""
+	if err := c.cfg.BeforeConnect(ctx, cc); err != nil {
+		return fmt.Errorf("connector: Config.BeforeConnect: %w", err)
 	}
 	return nil
 }
@@ -316,6 +335,9 @@ func (e *WakeError) Temporary() bool { return true }
 // closed before the startup finished), SQLSTATE class 08 or 57P03. Refusals
 // of the login (28xxx, 42501, 3D000) and TLS certificate failures are not.
 func coldStart(err error) bool {
+	if _, _, refused := refusal(err); refused {
+		return false
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		return pgErr.Code == "57P03" || len(pgErr.Code) == 5 && pgErr.Code[:2] == "08"
@@ -334,7 +356,7 @@ func (rc *retryConnector) wrapErr(err error, token bool) error {
 		return nil
 	}
 	if code, reason, ok := refusal(err); ok {
-		if !token && reason == LoginCredentialRefused {
+		if !token && (reason == LoginCredentialRefused || reason == LoginPoolerRefused) {
 			reason = LoginPasswordRefused
 		}
 		return &LoginError{Role: rc.c.role, Database: rc.c.db, Host: rc.c.host, Code: code, Reason: reason, Err: err}

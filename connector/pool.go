@@ -126,14 +126,23 @@ func (d *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return d.Connector.Connect(context.WithValue(ctx, lifetimeKey{}, d.life))
 }
 
-// afterConnect stamps a new connection with its jittered deadline.
+// afterConnect stamps a new connection with its jittered deadline, then
+// runs Config.AfterConnect.
 func (c *Connector) afterConnect(ctx context.Context, conn *pgx.Conn) error {
-	l, ok := ctx.Value(lifetimeKey{}).(lifetime)
-	if !ok || l.max <= 0 {
+	if l, ok := ctx.Value(lifetimeKey{}).(lifetime); ok && l.max > 0 {
+		life := l.max - time.Duration(rand.Float64()*l.jitter*float64(l.max))
+		conn.PgConn().CustomData()[deadlineKey] = time.Now().Add(life)
+	}
+	return c.userAfterConnect(ctx, conn)
+}
+
+func (c *Connector) userAfterConnect(ctx context.Context, conn *pgx.Conn) error {
+	if c.cfg.AfterConnect == nil {
 		return nil
 	}
-	life := l.max - time.Duration(rand.Float64()*l.jitter*float64(l.max))
-	conn.PgConn().CustomData()[deadlineKey] = time.Now().Add(life)
+	if err := c.cfg.AfterConnect(ctx, conn); err != nil {
+		return fmt.Errorf("connector: Config.AfterConnect: %w", err)
+	}
 	return nil
 }
 
@@ -156,6 +165,9 @@ func (c *Connector) PoolConfig() (*pgxpool.Config, error) {
 	}
 	pc.ConnConfig = c.base.Copy()
 	pc.BeforeConnect = c.BeforeConnect
+	if c.cfg.AfterConnect != nil {
+		pc.AfterConnect = c.userAfterConnect
+	}
 	pc.MaxConnLifetime = DefaultMaxConnLifetime
 	pc.MaxConnLifetimeJitter = time.Duration(DefaultLifetimeJitter * float64(DefaultMaxConnLifetime))
 	pc.MaxConnIdleTime = DefaultMaxIdleTime

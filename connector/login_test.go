@@ -1,0 +1,372 @@
+package connector
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/XSAM/otelsql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lakebase-go/lakebase/lakebasetest"
+	"github.com/lakebase-go/lakebase/tokensource"
+)
+
+// attempts makes 20 sequential and 20 concurrent connection attempts and
+// returns their errors.
+func attempts(t *testing.T, c *Connector) []error {
+	t.Helper()
+	var errs []error
+	for range 20 {
+		conn, err := c.Connect(t.Context())
+		if conn != nil {
+			conn.Close()
+		}
+		errs = append(errs, err)
+	}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := c.Connect(t.Context())
+			if conn != nil {
+				conn.Close()
+			}
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// TestMissingRoleMintsNothing: a role that does not exist costs no
+// credential call per attempt.
+func TestMissingRoleMintsNothing(t *testing.T) {
+	e := lakebasetest.Start(t)
+	bearer := e.AddIdentityWithoutRole("ghost@example.com")
+	w, err := e.WorkspaceClientFor(bearer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	cfg := baseConfig(t, e, logs)
+	cfg.Workspace, cfg.User = w, "ghost@example.com"
+	cfg.Token.Mode = tokensource.Lazy
+	c := mustNew(t, cfg)
+	defer c.Close()
+	e.ResetCalls()
+	for i, err := range attempts(t, c) {
+		var le *LoginError
+		if !errors.As(err, &le) || le.Reason != LoginRoleMissing || le.Role != "ghost@example.com" {
+			t.Fatalf("attempt %d: want a LoginError (role missing) naming the role, got %v", i, err)
+		}
+		if !strings.Contains(err.Error(), "databricks_create_role('ghost@example.com'") {
+			t.Fatalf("attempt %d: no create-role fix: %v", i, err)
+		}
+	}
+	calls := e.Calls(lakebasetest.RouteCredentials)
+	t.Logf("credential calls for 40 attempts with a missing role: %d", calls)
+	if calls > 3 {
+		t.Errorf("credential calls = %d, want at most 3", calls)
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n > 3 {
+		t.Errorf("%d WARN lines for 40 attempts", n)
+	}
+}
+
+// TestRefusedCredentialRefreshBounded: tokens the server refuses for the
+// role (minted for another identity) force one refresh per interval, shared
+// by concurrent logins.
+func TestRefusedCredentialRefreshBounded(t *testing.T) {
+	e := lakebasetest.Start(t)
+	if _, err := e.AddUser(t.Context(), "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, e, nil) // mints as the service principal...
+	cfg.User = "bob@example.com" // ...but logs in as bob
+	cfg.Token.Mode = tokensource.Lazy
+	c := mustNew(t, cfg)
+	defer c.Close()
+	e.ResetCalls()
+	for i, err := range attempts(t, c) {
+		var le *LoginError
+		if !errors.As(err, &le) || le.Reason != LoginCredentialRefused {
+			t.Fatalf("attempt %d: want a LoginError (credential refused), got %v", i, err)
+		}
+	}
+	calls := e.Calls(lakebasetest.RouteCredentials)
+	t.Logf("credential calls for 40 refused attempts: %d", calls)
+	if calls > 3 {
+		t.Errorf("credential calls = %d, want at most 3", calls)
+	}
+}
+
+// TestPgxPoolRecoversFromRevokedToken: on the pgxpool path a refused
+// token is marked and the next BeforeConnect forces one refresh.
+func TestPgxPoolRecoversFromRevokedToken(t *testing.T) {
+	e := lakebasetest.Start(t)
+	c := mustNew(t, baseConfig(t, e, nil))
+	defer c.Close()
+	pc, err := c.PoolConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	one := func() error {
+		conn, err := pool.Acquire(t.Context())
+		if err != nil {
+			return err
+		}
+		defer conn.Release()
+		defer conn.Conn().Close(context.Background()) // force a new login next time
+		return conn.Conn().Ping(t.Context())
+	}
+	if err := one(); err != nil {
+		t.Fatal(err)
+	}
+	before := e.Calls(lakebasetest.RouteCredentials)
+	e.RevokeRole(e.ServicePrincipal())
+	first := one()
+	if first == nil {
+		t.Fatal("a revoked token still logged in")
+	}
+	if err := one(); err != nil {
+		t.Fatalf("no recovery on the next connection: %v", err)
+	}
+	if got := e.Calls(lakebasetest.RouteCredentials) - before; got != 1 {
+		t.Errorf("credential calls = %d, want 1 forced refresh", got)
+	}
+}
+
+// TestColdStartRiddenThrough: a suspended endpoint that takes 3 s to wake
+// answers the first PingContext, with no extra credential call and one
+// INFO line.
+func TestColdStartRiddenThrough(t *testing.T) {
+	for _, mode := range []lakebasetest.WakeMode{lakebasetest.WakeRefuse, lakebasetest.WakeStartingUp} {
+		t.Run(map[lakebasetest.WakeMode]string{lakebasetest.WakeRefuse: "refuse", lakebasetest.WakeStartingUp: "57P03"}[mode], func(t *testing.T) {
+			const wake = 3 * time.Second
+			e := lakebasetest.Start(t)
+			logs := &syncBuffer{}
+			cfg := baseConfig(t, e, logs)
+			cfg.Port = e.FrontDoorPort()
+			c := mustNew(t, cfg)
+			db := OpenDB(c)
+			defer db.Close()
+			if err := db.PingContext(t.Context()); err != nil { // warm: token cached
+				t.Fatal(err)
+			}
+			db.SetMaxIdleConns(0)
+			e.SetWakeMode(mode)
+			e.SetWakeDelay(wake)
+			e.Suspend()
+			calls := e.Calls(lakebasetest.RouteCredentials)
+			start := time.Now()
+			if err := db.PingContext(t.Context()); err != nil {
+				t.Fatalf("first ping after suspend: %v", err)
+			}
+			took := time.Since(start)
+			t.Logf("first ping after a %v wake: %v (wake-ups %d, refused while waking %d)", wake, took.Round(time.Millisecond), e.WakeUps(), e.RefusedWhileWaking())
+			if took > wake+coldStartMax+2*time.Second {
+				t.Errorf("took %v, want at most wake + one backoff step + one login", took)
+			}
+			if got := e.Calls(lakebasetest.RouteCredentials) - calls; got != 0 {
+				t.Errorf("credential calls during the wake = %d, want 0", got)
+			}
+			if n := strings.Count(logs.String(), "endpoint waking up, retrying"); n != 1 {
+				t.Errorf("%d wake-up INFO lines, want 1", n)
+			}
+		})
+	}
+}
+
+// TestWakeLongerThanConnectTimeout: a typed transient error naming the
+// host, within ConnectTimeout + 0.5 s.
+func TestWakeLongerThanConnectTimeout(t *testing.T) {
+	e := lakebasetest.Start(t)
+	cfg := baseConfig(t, e, nil)
+	cfg.Port = e.FrontDoorPort()
+	cfg.ConnectTimeout = 2 * time.Second
+	c := mustNew(t, cfg)
+	db := OpenDB(c)
+	defer db.Close()
+	e.SetWakeDelay(time.Minute)
+	e.Suspend()
+	start := time.Now()
+	err := db.PingContext(t.Context())
+	took := time.Since(start)
+	var we *WakeError
+	if !errors.As(err, &we) || !we.Temporary() || we.Host != e.Host() {
+		t.Fatalf("want a *WakeError naming the host, got %T %v", err, err)
+	}
+	if took > cfg.ConnectTimeout+500*time.Millisecond {
+		t.Errorf("took %v with ConnectTimeout %v", took, cfg.ConnectTimeout)
+	}
+	e.Resume()
+}
+
+// TestPoolerRefusesTokenLogins: the pooler host refuses token logins with a
+// LoginError that says so; it is not retried as a cold start.
+func TestPoolerRefusesTokenLogins(t *testing.T) {
+	e := lakebasetest.Start(t)
+	cfg := baseConfig(t, e, nil)
+	cfg.Host, cfg.Port = e.PoolerHost(), e.PoolerPort()
+	c := mustNew(t, cfg)
+	db := OpenDB(c)
+	defer db.Close()
+	start := time.Now()
+	err := db.PingContext(t.Context())
+	var le *LoginError
+	if !errors.As(err, &le) || le.Reason != LoginPoolerRefused {
+		t.Fatalf("want a LoginError (pooler), got %T %v", err, err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %v: the pooler's refusal was retried", took)
+	}
+	// A "-pooler" host name fails at New.
+	cfg.Host = "ep-x-pooler.database.example.com"
+	if _, err := New(t.Context(), cfg); err == nil {
+		t.Error("New accepted a -pooler host for token logins")
+	} else {
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(ce.Setting, "PGHOST") {
+			t.Errorf("want a ConfigError naming Host/PGHOST, got %v", err)
+		}
+	}
+}
+
+type countingTracer struct{ queries atomic.Int64 }
+
+func (ct *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, "4242") {
+		ct.queries.Add(1)
+	}
+	return ctx
+}
+func (ct *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestUserHooks: Config.BeforeConnect (a tracer, never the token) and
+// Config.AfterConnect (a custom type) on OpenDB and PoolConfig; an
+// AfterConnect error fails the connect cleanly.
+func TestUserHooks(t *testing.T) {
+	e := lakebasetest.Start(t)
+	if err := e.AdminExec(t.Context(), "CREATE TYPE mood AS ENUM ('happy', 'sad')"); err != nil {
+		t.Fatal(err)
+	}
+	tracer := &countingTracer{}
+	var sawPassword atomic.Bool
+	cfg := baseConfig(t, e, nil)
+	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		if cc.Password != "" {
+			sawPassword.Store(true)
+		}
+		cc.Tracer = tracer
+		return nil
+	}
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		types, err := conn.LoadTypes(ctx, []string{"mood", "_mood"})
+		if err != nil {
+			return err
+		}
+		conn.TypeMap().RegisterTypes(types)
+		return nil
+	}
+	scanMoods := func(conn *pgx.Conn) error {
+		var moods []string
+		if err := conn.QueryRow(t.Context(), "SELECT ARRAY['happy','sad']::mood[]").Scan(&moods); err != nil {
+			return err
+		}
+		if len(moods) != 2 || moods[1] != "sad" {
+			t.Errorf("moods = %v", moods)
+		}
+		return nil
+	}
+	for _, telemetry := range []bool{false, true} {
+		cfg.Telemetry = telemetry
+		c := mustNew(t, cfg)
+		db := OpenDB(c)
+		var n int
+		if err := db.QueryRowContext(t.Context(), "SELECT 4242").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if err := WithPgxConn(t.Context(), db, scanMoods); err != nil {
+			t.Errorf("telemetry=%v: custom type through WithPgxConn: %v", telemetry, err)
+		}
+		// Raw access for CopyFrom.
+		err := WithPgxConn(t.Context(), db, func(conn *pgx.Conn) error {
+			if _, err := conn.Exec(t.Context(), "CREATE TEMP TABLE t (v int)"); err != nil {
+				return err
+			}
+			n, err := conn.CopyFrom(t.Context(), pgx.Identifier{"t"}, []string{"v"}, pgx.CopyFromRows([][]any{{1}, {2}, {3}}))
+			if err == nil && n != 3 {
+				t.Errorf("CopyFrom copied %d rows", n)
+			}
+			return err
+		})
+		if err != nil {
+			t.Errorf("telemetry=%v: CopyFrom through WithPgxConn: %v", telemetry, err)
+		}
+		db.Close()
+	}
+	if tracer.queries.Load() < 2 {
+		t.Errorf("tracer saw %d queries", tracer.queries.Load())
+	}
+	// PoolConfig gets the same hooks.
+	c := mustNew(t, cfg)
+	defer c.Close()
+	pc, err := c.PoolConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := scanMoods(conn.Conn()); err != nil {
+		t.Errorf("custom type on the pgxpool path: %v", err)
+	}
+	conn.Release()
+	pool.Close()
+	if sawPassword.Load() {
+		t.Error("Config.BeforeConnect saw a password")
+	}
+
+	// A failing AfterConnect fails the connect with its error.
+	boom := errors.New("boom")
+	cfg.Telemetry = false
+	cfg.AfterConnect = func(context.Context, *pgx.Conn) error { return boom }
+	c2 := mustNew(t, cfg)
+	db := sql.OpenDB(c2)
+	defer db.Close()
+	if err := db.PingContext(t.Context()); !errors.Is(err, boom) {
+		t.Errorf("want the AfterConnect error, got %v", err)
+	}
+}
+
+// TestTelemetryOptionsOverride: user otelsql options come after ours.
+func TestTelemetryOptionsOverride(t *testing.T) {
+	r := resolved{Config: Config{Database: "d", Host: "h", Port: 1, TelemetryOptions: []otelsql.Option{otelsql.WithSpanOptions(otelsql.SpanOptions{Ping: true})}}}
+	opts := otelOptions(&r)
+	if len(opts) < 2 {
+		t.Fatalf("options: %d", len(opts))
+	}
+}
