@@ -17,11 +17,61 @@
 // Zero fields of [Config] fall back to the environment variables a Databricks
 // App receives (LAKEBASE_ENDPOINT, PGHOST, PGUSER, PGSSLMODE, ...); see [Config].
 //
-// When a login fails with SQLSTATE 28P01 or 28000 while a cached token was
-// used, the connector forces one token refresh and retries the login once.
-// If that also fails, the error is a [*LoginError] naming the role and the
-// likely fix. No error, log line or span produced by this package contains a
-// token or password.
+// # Startup
+//
+// [New] works in three stages, each once: every local setting is resolved and
+// validated without the network ([Config.Validate] runs this stage alone);
+// then only what is missing — the host (from Endpoint or Instance) and the
+// user (the workspace identity) — is looked up; then the connector is built.
+// With Host and User known, New makes no network call. New returns within
+// its ctx whatever the workspace does: an unreachable, refusing, silent or
+// non-existent DATABRICKS_HOST is a [*ConfigError] naming DATABRICKS_HOST.
+//
+// # Login policy
+//
+// A refusal of the credential itself (SQLSTATE 28P01, or 28000 "...
+// authentication failed ...") on a login that used a cached token marks that
+// token refused and forces one token refresh, then retries once. At most one
+// refresh is forced per refused token (concurrent refused logins share it)
+// and one per [Config.ForcedRefreshInterval] (30 s) per connector. Refusals a
+// new token cannot fix — a missing role, no pg_hba entry or no encryption, a
+// static password, a connection pooler — never mint. Every refusal is a
+// [*LoginError] whose [LoginReason] says which, with one fix.
+//
+// # Cold starts
+//
+// A scaled-to-zero endpoint wakes on the next connection attempt. A new
+// physical connection therefore retries dial errors (refused, reset,
+// timeout), SQLSTATE class 08 and 57P03 with jittered backoff (100 ms
+// doubling to 1 s) until [Config.ConnectTimeout] (60 s by default) runs out,
+// without a new credential call, logging one INFO line "endpoint waking up,
+// retrying" per connection. It never retries 28xxx, 42501 or 3D000. When the
+// time runs out the error is a [*WakeError] naming the host.
+//
+// # pgx hooks and raw access
+//
+// [Config.BeforeConnect] edits each connection's pgx configuration (Tracer,
+// DialFunc, OnNotice; it never sees the token) and [Config.AfterConnect]
+// runs on each new connection (register types). Both apply to [OpenDB], the
+// lakebase driver and [Connector.PoolConfig]. [WithPgxConn] hands out the
+// *pgx.Conn under a database/sql connection (CopyFrom, LISTEN) with or
+// without telemetry.
+//
+// # Telemetry
+//
+// With [Config.Telemetry] connections are wrapped by otelsql with lean
+// defaults: spans for queries, execs, transactions and connects, and the
+// db.client.operation.duration metric; no spans for Rows iteration, session
+// resets, prepares or pings. [Config.TelemetryOptions] adds or overrides
+// otelsql options. The pgxpool path ([Connector.PoolConfig]) gets token
+// rotation, the refused-login recovery, the hooks and the pool defaults but
+// neither otelsql telemetry nor cold-start retries: set a pgx Tracer (for
+// example otelpgx) through Config.BeforeConnect, and let pgxpool's callers
+// retry.
+//
+// No error, log line or span produced by this package contains a token or
+// password; fetch errors are scrubbed (see [tokensource.Scrub]), and
+// [Config] never prints its Password.
 //
 // pgx-native users get the same rotation through [Connector.BeforeConnect]
 // or [Connector.PoolConfig].
