@@ -45,6 +45,9 @@ type tokenKey struct{}
 // beforeConnect sets the password on pgx's per-connection copy of the base
 // configuration. It never touches the shared base.
 func (c *Connector) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
+	if m, ok := ctx.Value(execModeKey{}).(pgx.QueryExecMode); ok {
+		cc.DefaultQueryExecMode = m
+	}
 	if err := c.userBeforeConnect(ctx, cc); err != nil {
 		return err
 	}

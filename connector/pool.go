@@ -32,13 +32,102 @@ const (
 )
 
 // PoolOptions are the database/sql pool settings OpenDB applies. Zero fields
-// take the defaults above; a negative duration or count means "no limit".
+// take the defaults above; a negative duration or count means "no limit"
+// (for MaxIdleConns: keep no idle connection). A PoolOptions value is itself
+// a PoolOption: its non-zero fields override what earlier options set.
 type PoolOptions struct {
+	// MaxConnLifetime is the longest a connection is reused. Zero:
+	// DefaultMaxConnLifetime (30 min); negative: no limit.
 	MaxConnLifetime time.Duration
-	LifetimeJitter  float64 // 0..1; zero: DefaultLifetimeJitter; negative: none
-	MaxIdleTime     time.Duration
-	MaxOpenConns    int
-	MaxIdleConns    int
+	// LifetimeJitter shortens each connection's lifetime by a random
+	// fraction up to this (0..1), so a fleet does not reconnect in waves.
+	// Zero: DefaultLifetimeJitter (0.2); negative: none.
+	LifetimeJitter float64
+	// MaxIdleTime closes connections unused this long. Zero:
+	// DefaultMaxIdleTime (5 min); negative: no limit.
+	MaxIdleTime time.Duration
+	// MaxOpenConns caps open connections. Zero: DefaultMaxOpenConns (20);
+	// negative: no limit.
+	MaxOpenConns int
+	// MaxIdleConns is the number of idle connections kept. Zero:
+	// DefaultMaxIdleConns (5); negative: none.
+	MaxIdleConns int
+	// QueryExecMode is pgx's query execution mode for this DB's
+	// connections, e.g. pgx.QueryExecModeSimpleProtocol behind a
+	// transaction-mode pooler. Zero: Config.QueryExecMode.
+	QueryExecMode pgx.QueryExecMode
+}
+
+// PoolOption tunes the pool OpenDB (and gormadapter.Open, sqlxadapter.Open)
+// opens over a Connector. Every option passed is applied, in order: a
+// PoolOptions value (its non-zero fields) or one of the With* functions.
+type PoolOption interface {
+	applyPool(*PoolOptions)
+}
+
+func (o PoolOptions) applyPool(p *PoolOptions) {
+	if o.MaxConnLifetime != 0 {
+		p.MaxConnLifetime = o.MaxConnLifetime
+	}
+	if o.LifetimeJitter != 0 {
+		p.LifetimeJitter = o.LifetimeJitter
+	}
+	if o.MaxIdleTime != 0 {
+		p.MaxIdleTime = o.MaxIdleTime
+	}
+	if o.MaxOpenConns != 0 {
+		p.MaxOpenConns = o.MaxOpenConns
+	}
+	if o.MaxIdleConns != 0 {
+		p.MaxIdleConns = o.MaxIdleConns
+	}
+	if o.QueryExecMode != 0 {
+		p.QueryExecMode = o.QueryExecMode
+	}
+}
+
+// WithQueryExecMode sets pgx's query execution mode for the DB's
+// connections (for example pgx.QueryExecModeSimpleProtocol).
+func WithQueryExecMode(m pgx.QueryExecMode) PoolOption {
+	return poolOptionFunc(func(p *PoolOptions) { p.QueryExecMode = m })
+}
+
+type poolOptionFunc func(*PoolOptions)
+
+func (f poolOptionFunc) applyPool(p *PoolOptions) { f(p) }
+
+// WithMaxOpenConns caps the pool's open connections (negative: no limit).
+func WithMaxOpenConns(n int) PoolOption {
+	return poolOptionFunc(func(p *PoolOptions) { p.MaxOpenConns = n })
+}
+
+// WithMaxIdleConns sets how many idle connections are kept (negative: none).
+func WithMaxIdleConns(n int) PoolOption {
+	return poolOptionFunc(func(p *PoolOptions) { p.MaxIdleConns = n })
+}
+
+// WithConnMaxLifetime sets the longest a connection is reused and the
+// random fraction (0..1) by which each connection's lifetime is shortened
+// (negative d: no limit; negative jitter: none).
+func WithConnMaxLifetime(d time.Duration, jitter float64) PoolOption {
+	return poolOptionFunc(func(p *PoolOptions) { p.MaxConnLifetime, p.LifetimeJitter = d, jitter })
+}
+
+// WithConnMaxIdleTime closes connections unused for d (negative: never).
+func WithConnMaxIdleTime(d time.Duration) PoolOption {
+	return poolOptionFunc(func(p *PoolOptions) { p.MaxIdleTime = d })
+}
+
+// ResolvePoolOptions applies opts in order to the zero PoolOptions and fills
+// the defaults, as OpenDB does. Adapters use it to report what they opened.
+func ResolvePoolOptions(opts ...PoolOption) PoolOptions {
+	var o PoolOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyPool(&o)
+		}
+	}
+	return o.withDefaults()
 }
 
 func (o PoolOptions) withDefaults() PoolOptions {
@@ -71,20 +160,20 @@ func orZero[T int | time.Duration](v T) T {
 }
 
 // OpenDB returns a *sql.DB on c with Lakebase pool defaults (see
-// PoolOptions; pass one to override). Each connection gets its own lifetime,
+// PoolOptions); every option passed is applied, in order. Each connection gets its own lifetime,
 // drawn from [MaxConnLifetime·(1−LifetimeJitter), MaxConnLifetime]; a
 // connection past it is discarded the next time database/sql would reuse it.
 // With Config.Telemetry the pool's sql.DBStats metrics are registered and
 // unregistered when the returned DB is closed. Closing the DB closes c.
-func OpenDB(c *Connector, opts ...PoolOptions) *sql.DB {
-	var o PoolOptions
-	if len(opts) > 0 {
-		o = opts[0]
-	}
-	o = o.withDefaults()
+func OpenDB(c *Connector, opts ...PoolOption) *sql.DB {
+	o := ResolvePoolOptions(opts...)
 	var dc driver.Connector = c
-	if o.MaxConnLifetime > 0 && o.LifetimeJitter > 0 {
-		dc = &dbConnector{Connector: c, life: lifetime{o.MaxConnLifetime, o.LifetimeJitter}}
+	if (o.MaxConnLifetime > 0 && o.LifetimeJitter > 0) || o.QueryExecMode != 0 {
+		d := &dbConnector{Connector: c, mode: o.QueryExecMode}
+		if o.MaxConnLifetime > 0 && o.LifetimeJitter > 0 {
+			d.life = lifetime{o.MaxConnLifetime, o.LifetimeJitter}
+		}
+		dc = d
 	}
 	db := sql.OpenDB(dc)
 	db.SetConnMaxLifetime(orZero(o.MaxConnLifetime))
@@ -120,10 +209,18 @@ type lifetimeKey struct{}
 type dbConnector struct {
 	*Connector
 	life lifetime
+	mode pgx.QueryExecMode
 }
 
+// execModeKey carries a DB's query execution mode into beforeConnect.
+type execModeKey struct{}
+
 func (d *dbConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	return d.Connector.Connect(context.WithValue(ctx, lifetimeKey{}, d.life))
+	ctx = context.WithValue(ctx, lifetimeKey{}, d.life)
+	if d.mode != 0 {
+		ctx = context.WithValue(ctx, execModeKey{}, d.mode)
+	}
+	return d.Connector.Connect(ctx)
 }
 
 // afterConnect stamps a new connection with its jittered deadline, then

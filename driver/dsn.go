@@ -36,6 +36,22 @@ func (e *DSNError) Error() string {
 	return msg
 }
 
+// As lets errors.As(err, &ce) with ce a *connector.ConfigError match a
+// DSNError, so a configuration mistake is one type from every entry point.
+// The ConfigError's Setting is "DSN key <key>" (or "DSN").
+func (e *DSNError) As(target any) bool {
+	ce, ok := target.(**connector.ConfigError)
+	if !ok {
+		return false
+	}
+	setting := "DSN"
+	if e.Key != "" {
+		setting = "DSN key " + strconv.Quote(e.Key)
+	}
+	*ce = &connector.ConfigError{Setting: setting, Problem: e.Problem, Fix: e.Fix}
+	return true
+}
+
 // DSN is a parsed data source name: the connector configuration plus the
 // Databricks profile to build the workspace client from.
 type DSN struct {

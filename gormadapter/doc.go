@@ -12,8 +12,7 @@
 //
 // With Conn, the postgres dialector never sees a DSN, so settings it would
 // read from one are options here: WithGormConfig, WithoutReturning,
-// WithoutQuotingCheck, WithPoolOptions. GORM's PreferSimpleProtocol is a pgx
-// setting: set connector.Config.QueryExecMode to
-// pgx.QueryExecModeSimpleProtocol (OpenConfig does it for
-// WithPreferSimpleProtocol).
+// WithoutQuotingCheck, WithPoolOptions and WithPreferSimpleProtocol (pgx's
+// simple protocol for this DB's connections, with Open and OpenConfig).
+// Every option given is applied; none is ignored.
 package gormadapter

@@ -14,10 +14,9 @@ import (
 
 type options struct {
 	gorm                *gorm.Config
-	pool                connector.PoolOptions
+	pool                []connector.PoolOption
 	withoutReturning    bool
 	withoutQuotingCheck bool
-	simpleProtocol      bool
 }
 
 // Option configures Open and OpenConfig.
@@ -26,8 +25,12 @@ type Option func(*options)
 // WithGormConfig passes GORM's own configuration (nil: &gorm.Config{}).
 func WithGormConfig(c *gorm.Config) Option { return func(o *options) { o.gorm = c } }
 
-// WithPoolOptions overrides the Lakebase pool defaults of connector.OpenDB.
-func WithPoolOptions(p connector.PoolOptions) Option { return func(o *options) { o.pool = p } }
+// WithPoolOptions passes pool options to connector.OpenDB (a
+// connector.PoolOptions value or connector.With* options); every option of
+// every call is applied, in order.
+func WithPoolOptions(p ...connector.PoolOption) Option {
+	return func(o *options) { o.pool = append(o.pool, p...) }
+}
 
 // WithoutReturning makes GORM not use RETURNING (the dialector's setting).
 func WithoutReturning() Option { return func(o *options) { o.withoutReturning = true } }
@@ -36,9 +39,13 @@ func WithoutReturning() Option { return func(o *options) { o.withoutReturning = 
 func WithoutQuotingCheck() Option { return func(o *options) { o.withoutQuotingCheck = true } }
 
 // WithPreferSimpleProtocol uses pgx's simple protocol (no prepared
-// statements). Only OpenConfig can apply it, because it configures the
-// connector; Open returns an error if it is given.
-func WithPreferSimpleProtocol() Option { return func(o *options) { o.simpleProtocol = true } }
+// statements; what GORM calls PreferSimpleProtocol) for this DB's
+// connections, with Open and OpenConfig alike.
+func WithPreferSimpleProtocol() Option {
+	return func(o *options) {
+		o.pool = append(o.pool, connector.WithQueryExecMode(pgx.QueryExecModeSimpleProtocol))
+	}
+}
 
 func collect(opts []Option) options {
 	var o options
@@ -55,24 +62,17 @@ func collect(opts []Option) options {
 // (gdb.DB()) closes c. If Open fails, c is closed.
 func Open(c *connector.Connector, opts ...Option) (*gorm.DB, error) {
 	o := collect(opts)
-	if o.simpleProtocol {
-		_ = c.Close()
-		return nil, fmt.Errorf("gormadapter: WithPreferSimpleProtocol needs OpenConfig (or set connector.Config.QueryExecMode)")
-	}
-	return open(connector.OpenDB(c, o.pool), o)
+	return open(connector.OpenDB(c, o.pool...), o)
 }
 
 // OpenConfig builds the connector from cfg and opens GORM on it.
 func OpenConfig(ctx context.Context, cfg connector.Config, opts ...Option) (*gorm.DB, error) {
 	o := collect(opts)
-	if o.simpleProtocol {
-		cfg.QueryExecMode = pgx.QueryExecModeSimpleProtocol
-	}
 	c, err := connector.New(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return open(connector.OpenDB(c, o.pool), o)
+	return open(connector.OpenDB(c, o.pool...), o)
 }
 
 // open hands db to GORM; on failure it closes db (and so the connector).

@@ -15,12 +15,12 @@ const DriverName = "pgx"
 
 // Open returns a *sqlx.DB on c with Lakebase pool defaults (or opts).
 // Closing it closes c.
-func Open(c *connector.Connector, opts ...connector.PoolOptions) *sqlx.DB {
+func Open(c *connector.Connector, opts ...connector.PoolOption) *sqlx.DB {
 	return wrap(connector.OpenDB(c, opts...))
 }
 
 // OpenConfig builds the connector from cfg and opens sqlx on it.
-func OpenConfig(ctx context.Context, cfg connector.Config, opts ...connector.PoolOptions) (*sqlx.DB, error) {
+func OpenConfig(ctx context.Context, cfg connector.Config, opts ...connector.PoolOption) (*sqlx.DB, error) {
 	c, err := connector.New(ctx, cfg)
 	if err != nil {
 		return nil, err
