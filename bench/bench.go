@@ -5,8 +5,11 @@
 // Baselines, each written the way its users write it:
 //   - Limit: pgx stdlib with a static password (one token minted up front:
 //     same server, same TLS, same RADIUS login).
-//   - MintPerConn: a BeforeConnect hook calling GenerateDatabaseCredential
-//     on every new connection (the Databricks docs sample's pattern).
+//   - MintPerConn: the Databricks docs sample's pattern: one workspace
+//     client per process (the SDK's defaults, including its client-side
+//     rate limiter of 15 requests/s with a burst of 15) and a BeforeConnect
+//     hook calling w.Postgres.GenerateDatabaseCredential on every new
+//     connection.
 //   - OAuth2Reuse: oauth2.ReuseTokenSource around the same fetcher.
 //   - Eager, Lazy: this library's connector.
 package bench
@@ -17,8 +20,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
+	"github.com/databricks/databricks-sdk-go/service/postgres"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.opentelemetry.io/otel/sdk/trace"
@@ -41,6 +46,26 @@ const (
 	Lazy        Kind = "lakebase lazy"
 	EagerOTel   Kind = "lakebase eager + otelsql"
 )
+
+// Slug is k's name in Go benchmark names (BenchmarkConnect/contender=limit),
+// so that benchstat -col /contender puts the contenders side by side.
+func Slug(k Kind) string {
+	switch k {
+	case Limit:
+		return "limit"
+	case MintPerConn:
+		return "mintperconn"
+	case OAuth2Reuse:
+		return "oauth2reuse"
+	case Eager:
+		return "eager"
+	case Lazy:
+		return "lazy"
+	case EagerOTel:
+		return "eager-otelsql"
+	}
+	return strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(string(k))
+}
 
 // Env is one emulator and the settings every contender shares.
 type Env struct {
@@ -109,12 +134,19 @@ func (env *Env) Connector(ctx context.Context, k Kind) (driver.Connector, func()
 		base.Password = e.MintToken(e.ServicePrincipal(), 24*time.Hour)
 		hook = func(context.Context, *pgx.ConnConfig) error { return nil }
 	case MintPerConn:
+		// As in the docs sample: the process's one workspace client, one
+		// credential per new connection, no cache.
+		w, err := e.WorkspaceClient()
+		if err != nil {
+			return nil, nil, err
+		}
+		endpoint := e.Endpoint()
 		hook = func(ctx context.Context, cc *pgx.ConnConfig) error {
-			tok, err := fetch(ctx)
+			cred, err := w.Postgres.GenerateDatabaseCredential(ctx, postgres.GenerateDatabaseCredentialRequest{Endpoint: endpoint})
 			if err != nil {
 				return err
 			}
-			cc.Password = tok.Value
+			cc.Password = cred.Token
 			return nil
 		}
 	case OAuth2Reuse:

@@ -21,27 +21,63 @@ import (
 
 // Options size a comparison run.
 type Options struct {
-	Rounds   int           // interleaved rounds per case (medians are over rounds)
-	Connects int           // connections per round for the connect case
-	Churn    int           // connections in the churn case
-	Queries  int           // queries per round for the query case
-	Stampede int           // goroutines in the stampede case
-	Boundary time.Duration // length of each run of the refresh-boundary case
+	HitPairs     int // paired samples of the token hit path (each a loop of HitIters calls)
+	HitIters     int
+	ConnectPairs int // interleaved cycles of case 2: one new connection per contender per cycle
+	QueryPairs   int // interleaved cycles of case 4: one batch of QueryBatch queries per contender
+	QueryBatch   int
+	Breakdown    int // samples of each part of case 2b (what minting per connection is made of)
+	Churn        int // connections in the churn case
+	Stampede     int // goroutines in the stampede case
+	Boundary     time.Duration
+	Scaling      []int // connection counts of the scaling case
+	PoolPairs    int   // interleaved cycles of the pgxpool case
+	Wakes        int   // scale-to-zero wake-ups in the wake case
+	UserPairs    int   // interleaved cycles of returning users
+	NewUsers     int   // new users per contender
+	Refused      int   // refused login attempts, sequential and then concurrent
+	// Cases, if not empty, selects the cases to run by number ("2", "2b",
+	// "8", ...).
+	Cases []string
+	// Seed seeds the shuffling of contenders within each cycle.
+	Seed uint64
 }
 
-// Quick is small enough for a test.
-var Quick = Options{Rounds: 3, Connects: 10, Churn: 40, Queries: 200, Stampede: 200, Boundary: 2 * time.Second}
+// Quick is small enough for CI (about a minute on a 2-core machine).
+var Quick = Options{HitPairs: 30, HitIters: 20000, ConnectPairs: 60, QueryPairs: 60, QueryBatch: 10, Breakdown: 10,
+	Churn: 40, Stampede: 100, Boundary: 2 * time.Second, Scaling: []int{10}, PoolPairs: 40, Wakes: 6,
+	UserPairs: 100, NewUsers: 6, Refused: 20, Seed: 1}
 
 // Full is what the README table comes from.
-var Full = Options{Rounds: 7, Connects: 40, Churn: 2000, Queries: 2000, Stampede: 1000, Boundary: 8 * time.Second}
+var Full = Options{HitPairs: 200, HitIters: 50000, ConnectPairs: 1500, QueryPairs: 1000, QueryBatch: 10, Breakdown: 60,
+	Churn: 1000, Stampede: 1000, Boundary: 8 * time.Second, Scaling: []int{10, 100, 1000}, PoolPairs: 600, Wakes: 30,
+	UserPairs: 1000, NewUsers: 30, Refused: 20, Seed: 1}
 
 // Row is one line of the comparison table.
 type Row struct {
 	Case, Contender, Value, Ratio, Note string
+	N                                   int       // samples behind Value and Ratio (0: a single measurement)
+	Est                                 *Estimate // the ratio's estimate, when it has one
 }
 
-// Compare runs every case interleaved on one emulator and writes a Markdown
-// table to out.
+func (o Options) runs(c string) bool {
+	if len(o.Cases) == 0 {
+		return true
+	}
+	for _, x := range o.Cases {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// ConnectCase is the name of case 2 in the table (the case whose interval
+// width the method is judged by).
+const ConnectCase = "2. new connection (TLS + login)"
+
+// Compare runs every case on one emulator, contenders interleaved, and
+// writes a Markdown table to out.
 func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 	e, err := lakebasetest.New(ctx)
 	if err != nil {
@@ -51,62 +87,129 @@ func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 	env := &Env{E: e}
 	var rows []Row
 	add := func(r ...Row) { rows = append(rows, r...) }
+	type step struct {
+		id  string
+		run func() ([]Row, error)
+	}
+	steps := []step{
+		{"1", func() ([]Row, error) { return hitCase(ctx, o) }},
+		{"2", func() ([]Row, error) { return env.connectCase(ctx, o) }},
+		{"2b", func() ([]Row, error) { return env.breakdownCase(ctx, o) }},
+		{"3", func() ([]Row, error) { return env.churnCase(ctx, o) }},
+		{"4", func() ([]Row, error) { return env.queryCase(ctx, o) }},
+		{"5", func() ([]Row, error) { return env.stampedeCase(ctx, o) }},
+		{"5b", func() ([]Row, error) { return env.boundaryCase(ctx, o) }},
+		{"7", func() ([]Row, error) { return env.scalingCase(ctx, o) }},
+		{"8", func() ([]Row, error) { return env.poolCase(ctx, o) }},
+		{"9", func() ([]Row, error) { return env.wakeCase(ctx, o) }},
+		{"10", func() ([]Row, error) { return env.userCase(ctx, o) }},
+		{"11", func() ([]Row, error) { return env.refusedCase(ctx, o) }},
+	}
+	for _, s := range steps {
+		if !o.runs(s.id) {
+			continue
+		}
+		r, err := s.run()
+		if err != nil {
+			return rows, fmt.Errorf("bench: case %s: %w", s.id, err)
+		}
+		add(r...)
+	}
+	writeTable(out, rows, o)
+	return rows, nil
+}
 
-	// 1. Token on a cache hit.
-	hit := hitCase()
-	add(hit...)
+// notAvailable is the row of a case whose feature is missing.
+func notAvailable(caseName string, err error) []Row {
+	return []Row{{Case: caseName, Contender: "—", Value: "not available", Note: err.Error()}}
+}
 
-	// 2. New physical connection.
+func ratio(v, base time.Duration) string {
+	if base == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f", float64(v)/float64(base))
+}
+
+// connectOp times one new physical connection through c (closing it is
+// not timed).
+func connectOp(c driver.Connector) op {
+	return func(ctx context.Context) (time.Duration, error) {
+		start := time.Now()
+		conn, err := c.Connect(ctx)
+		d := time.Since(start)
+		if err != nil {
+			return 0, err
+		}
+		_ = conn.Close()
+		return d, nil
+	}
+}
+
+// mintPace keeps one credential call per cycle under the SDK's default
+// client-side rate limit (15 requests/s): a pool that opens connections
+// at a sustainable rate. Case 2b shows what happens above it.
+const mintPace = 70 * time.Millisecond
+
+// connectCase is case 2: one new physical connection per contender per
+// cycle, interleaved, ratios per cycle against the static-password limit.
+func (env *Env) connectCase(ctx context.Context, o Options) ([]Row, error) {
 	kinds := []Kind{Limit, Eager, Lazy, OAuth2Reuse, MintPerConn}
-	conns := map[Kind]func(){}
-	connectors := map[Kind]driver.Connector{}
+	var cs []contender
 	for _, k := range kinds {
 		c, closeFn, err := env.Connector(ctx, k)
 		if err != nil {
-			return nil, fmt.Errorf("bench: %s: %w", k, err)
+			return nil, fmt.Errorf("%s: %w", k, err)
 		}
-		connectors[k] = c
-		conns[k] = closeFn
+		defer closeFn()
+		cs = append(cs, contender{string(k), connectOp(c)})
 	}
-	defer func() {
-		for _, f := range conns {
-			f()
+	samples, err := paired(ctx, cs, o.ConnectPairs, 10, mintPace, o.Seed)
+	if err != nil {
+		return nil, err
+	}
+	return pairedRows(ConnectCase, cs, samples, time.Microsecond, 1, func(i int) string {
+		if kinds[i] == MintPerConn {
+			return "one credential call per connection, paced under the SDK's 15 requests/s"
 		}
-	}()
-	per := map[Kind][]time.Duration{}
-	for r := 0; r < o.Rounds; r++ {
-		for _, k := range kinds {
-			lat, err := Connect(ctx, connectors[k], o.Connects)
-			if err != nil {
-				return nil, fmt.Errorf("bench: connect %s: %w", k, err)
-			}
-			per[k] = append(per[k], Median(lat))
-		}
-	}
-	limit := Median(per[Limit])
-	for _, k := range kinds {
-		m := Median(per[k])
-		add(Row{"2. new connection (TLS + login), median", string(k), m.Round(time.Microsecond).String(), ratio(m, limit), ""})
-	}
+		return ""
+	}), nil
+}
 
-	// 3. Churn with a 30 ms credential API.
+// churnCase is case 3: many new connections with a 30 ms credential API.
+func (env *Env) churnCase(ctx context.Context, o Options) ([]Row, error) {
+	e := env.E
 	e.SetLatency(lakebasetest.RouteCredentials, 30*time.Millisecond)
+	defer e.SetLatency(lakebasetest.RouteCredentials, 0)
 	var churn [2]time.Duration
 	var churnCalls [2]int64
 	for i, k := range []Kind{Eager, MintPerConn} {
-		e.ResetCalls()
-		start := time.Now()
-		if _, err := Connect(ctx, connectors[k], o.Churn); err != nil {
+		c, closeFn, err := env.Connector(ctx, k)
+		if err != nil {
 			return nil, err
 		}
+		e.ResetCalls()
+		start := time.Now()
+		_, err = Connect(ctx, c, o.Churn)
 		churn[i] = time.Since(start)
 		churnCalls[i] = e.Calls(lakebasetest.RouteCredentials)
+		closeFn()
+		if err != nil {
+			return nil, err
+		}
 	}
-	e.SetLatency(lakebasetest.RouteCredentials, 0)
-	add(Row{fmt.Sprintf("3. churn: %d new connections, API latency 30 ms", o.Churn), string(Eager), churn[0].Round(time.Millisecond).String(), ratio(churn[0], churn[1]), fmt.Sprintf("%d credential calls", churnCalls[0])},
-		Row{"", string(MintPerConn), churn[1].Round(time.Millisecond).String(), "1.00", fmt.Sprintf("%d credential calls", churnCalls[1])})
+	name := fmt.Sprintf("3. churn: %d new connections back to back, API latency 30 ms", o.Churn)
+	return []Row{
+		{Case: name, Contender: string(Eager), Value: churn[0].Round(time.Millisecond).String(), Ratio: ratio(churn[0], churn[1]), Note: fmt.Sprintf("%d credential calls", churnCalls[0])},
+		{Case: "", Contender: string(MintPerConn), Value: churn[1].Round(time.Millisecond).String(), Ratio: "1 (baseline)",
+			Note: fmt.Sprintf("%d credential calls, %v per connection (the SDK's 15 requests/s limiter)", churnCalls[1], (churn[1] / time.Duration(max(o.Churn, 1))).Round(100*time.Microsecond))},
+	}, nil
+}
 
-	// 4. Query path on an open pool.
+// queryCase is case 4: queries on an open pool of one connection, batches
+// interleaved across contenders.
+func (env *Env) queryCase(ctx context.Context, o Options) ([]Row, error) {
+	e := env.E
 	qkinds := []Kind{Limit, Eager, EagerOTel}
 	dbs := map[Kind]*sql.DB{}
 	for _, k := range qkinds {
@@ -125,43 +228,62 @@ func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 	if err := e.AdminExec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS bench_kv (k bigint PRIMARY KEY, v text); GRANT ALL ON bench_kv TO "%s"`, e.ServicePrincipal())); err != nil {
 		return nil, err
 	}
-	q1, q2 := map[Kind][]time.Duration{}, map[Kind][]time.Duration{}
-	key := int64(0)
-	for r := 0; r < o.Rounds; r++ {
-		for _, k := range qkinds {
-			db := dbs[k]
+	var key int64
+	var mu sync.Mutex
+	nextKey := func() int64 { mu.Lock(); defer mu.Unlock(); key++; return key }
+	sel := func(db *sql.DB) op {
+		return func(ctx context.Context) (time.Duration, error) {
 			start := time.Now()
-			for i := 0; i < o.Queries; i++ {
+			for i := 0; i < o.QueryBatch; i++ {
 				var one int
 				if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-					return nil, err
+					return 0, err
 				}
 			}
-			q1[k] = append(q1[k], time.Since(start)/time.Duration(o.Queries))
-			start = time.Now()
-			for i := 0; i < o.Queries/2; i++ {
-				key++
-				if _, err := db.ExecContext(ctx, "INSERT INTO bench_kv (k, v) VALUES ($1, $2)", key, "v"); err != nil {
-					return nil, err
-				}
-				var v string
-				if err := db.QueryRowContext(ctx, "SELECT v FROM bench_kv WHERE k = $1", key).Scan(&v); err != nil {
-					return nil, err
-				}
-			}
-			q2[k] = append(q2[k], time.Since(start)/time.Duration(o.Queries/2))
+			return time.Since(start), nil
 		}
 	}
-	for _, k := range qkinds {
-		add(Row{"4a. SELECT 1 on an open pool, median", string(k), Median(q1[k]).Round(100 * time.Nanosecond).String(), ratio(Median(q1[k]), Median(q1[Limit])), ""})
+	kv := func(db *sql.DB) op {
+		return func(ctx context.Context) (time.Duration, error) {
+			start := time.Now()
+			for i := 0; i < o.QueryBatch; i++ {
+				k := nextKey()
+				if _, err := db.ExecContext(ctx, "INSERT INTO bench_kv (k, v) VALUES ($1, $2)", k, "v"); err != nil {
+					return 0, err
+				}
+				var v string
+				if err := db.QueryRowContext(ctx, "SELECT v FROM bench_kv WHERE k = $1", k).Scan(&v); err != nil {
+					return 0, err
+				}
+			}
+			return time.Since(start), nil
+		}
 	}
-	for _, k := range qkinds {
-		add(Row{"4b. insert + select by key, median", string(k), Median(q2[k]).Round(100 * time.Nanosecond).String(), ratio(Median(q2[k]), Median(q2[Limit])), ""})
+	var rows []Row
+	for _, q := range []struct {
+		name string
+		mk   func(*sql.DB) op
+	}{{"4a. SELECT 1 on an open pool, per query", sel}, {"4b. insert + select by key, per pair", kv}} {
+		var cs []contender
+		for _, k := range qkinds {
+			cs = append(cs, contender{string(k), q.mk(dbs[k])})
+		}
+		samples, err := paired(ctx, cs, o.QueryPairs, 10, 0, o.Seed)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, pairedRows(q.name, cs, samples, 100*time.Nanosecond, o.QueryBatch, nil)...)
 	}
+	return rows, nil
+}
 
-	// 5. Stampede: many goroutines need a connection when the cache is empty.
+// stampedeCase is case 5: many goroutines need a connection when the cache
+// is empty.
+func (env *Env) stampedeCase(ctx context.Context, o Options) ([]Row, error) {
+	e := env.E
+	var rows []Row
 	for _, k := range []Kind{Lazy, MintPerConn} {
-		c, closeFn, err := env.stampedeConnector(ctx, k)
+		c, closeFn, err := env.Connector(ctx, k) // a lazy connector starts cold
 		if err != nil {
 			return nil, err
 		}
@@ -171,53 +293,54 @@ func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 		if err != nil {
 			return nil, err
 		}
-		add(Row{fmt.Sprintf("5. stampede: %d goroutines, empty cache", o.Stampede), string(k), "p99 " + Quantile(waits, 0.99).Round(time.Millisecond).String(), "",
-			fmt.Sprintf("%d credential calls", e.Calls(lakebasetest.RouteCredentials))})
+		rows = append(rows, Row{Case: fmt.Sprintf("5. stampede: %d goroutines, empty cache", o.Stampede), Contender: string(k),
+			Value: "p99 " + Quantile(waits, 0.99).Round(time.Millisecond).String(), N: len(waits),
+			Note: fmt.Sprintf("%d credential calls", e.Calls(lakebasetest.RouteCredentials))})
 	}
+	return rows, nil
+}
 
-	// 5b. Eager mode across refresh boundaries: connect latency while the
-	// token is refreshed (slow 300 ms API) vs the same load with no refresh.
-	if o.Boundary > 0 {
-		steady, crossing, calls, err := env.boundary(ctx, o.Boundary)
+// boundaryCase is case 5b: eager mode across refresh boundaries.
+func (env *Env) boundaryCase(ctx context.Context, o Options) ([]Row, error) {
+	if o.Boundary <= 0 {
+		return nil, nil
+	}
+	steady, crossing, calls, err := env.boundary(ctx, o.Boundary)
+	if err != nil {
+		return nil, err
+	}
+	return []Row{
+		{Case: "5b. eager: p99 connect, 8 goroutines, 3 s tokens refreshed via a 300 ms API", Contender: "steady (no refresh)", Value: "p99 " + steady.Round(100*time.Microsecond).String(), Ratio: "1 (baseline)"},
+		{Case: "", Contender: "across refreshes", Value: "p99 " + crossing.Round(100*time.Microsecond).String(), Ratio: ratio(crossing, steady), Note: fmt.Sprintf("%d refreshes during the run", calls)},
+	}, nil
+}
+
+// scalingCase is case 7: credential calls against connections.
+func (env *Env) scalingCase(ctx context.Context, o Options) ([]Row, error) {
+	e := env.E
+	var rows []Row
+	conns := map[Kind]driver.Connector{}
+	for _, k := range []Kind{Eager, MintPerConn} {
+		c, closeFn, err := env.Connector(ctx, k)
 		if err != nil {
 			return nil, err
 		}
-		add(Row{"5b. eager: p99 connect, 8 goroutines, 3 s tokens refreshed via a 300 ms API", "steady (no refresh)", "p99 " + steady.Round(100*time.Microsecond).String(), "1.00", ""},
-			Row{"", "across refreshes", "p99 " + crossing.Round(100*time.Microsecond).String(), ratio(crossing, steady), fmt.Sprintf("%d refreshes during the run", calls)})
+		defer closeFn()
+		conns[k] = c
 	}
-
-	// 7. Scaling of credential calls with connections.
-	for _, n := range []int{10, 100, 1000} {
-		if n > o.Churn {
-			break
-		}
+	for _, n := range o.Scaling {
 		var cells []string
 		for _, k := range []Kind{Eager, MintPerConn} {
 			e.ResetCalls()
 			start := time.Now()
-			if _, err := Connect(ctx, connectors[k], n); err != nil {
+			if _, err := Connect(ctx, conns[k], n); err != nil {
 				return nil, err
 			}
 			cells = append(cells, fmt.Sprintf("%s: %d calls, %v", k, e.Calls(lakebasetest.RouteCredentials), time.Since(start).Round(time.Millisecond)))
 		}
-		add(Row{fmt.Sprintf("7. scaling: %d connections", n), "both", "", "", strings.Join(cells, "; ")})
+		rows = append(rows, Row{Case: fmt.Sprintf("7. scaling: %d connections back to back", n), Contender: "both", Note: strings.Join(cells, "; ")})
 	}
-
-	writeTable(out, rows, o)
 	return rows, nil
-}
-
-func ratio(v, base time.Duration) string {
-	if base == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%.2f", float64(v)/float64(base))
-}
-
-// stampedeConnector is a fresh connector with an empty cache (Connector
-// does not warm the lazy one).
-func (env *Env) stampedeConnector(ctx context.Context, k Kind) (driver.Connector, func(), error) {
-	return env.Connector(ctx, k)
 }
 
 // stampede releases n goroutines at once, each opening one connection, and
@@ -250,55 +373,110 @@ func stampede(ctx context.Context, c driver.Connector, n int) ([]time.Duration, 
 	return waits, nil
 }
 
-// hitCase measures the token cache hit path with testing.Benchmark.
-func hitCase() []Row {
+// hitCase is case 1: the token cache hit path against
+// oauth2.ReuseTokenSource, serial and parallel, in paired samples.
+func hitCase(ctx context.Context, o Options) ([]Row, error) {
 	c := tokensource.New(func(context.Context) (tokensource.Token, error) {
 		return tokensource.Token{Value: "v", Expiry: time.Now().Add(time.Hour)}, nil
 	}, tokensource.Options{Mode: tokensource.Lazy})
 	defer c.Close()
-	ctx := context.Background()
-	_, _ = c.Token(ctx)
+	if _, err := c.Token(ctx); err != nil {
+		return nil, err
+	}
 	ts := oauth2.ReuseTokenSource(nil, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "v", Expiry: time.Now().Add(time.Hour)}))
-	serial := func(f func()) testing.BenchmarkResult {
-		return testing.Benchmark(func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
+	ours := func() { _, _ = c.Token(ctx) }
+	theirs := func() { _, _ = ts.Token() }
+	clock := func() { _ = time.Now() }
+	var rows []Row
+	for _, parallel := range []bool{false, true} {
+		name, fs := "1. token on cache hit (serial), per call", []func(){theirs, ours, clock}
+		names := []string{string(OAuth2Reuse), "lakebase Cached.Token", "time.Now() alone"}
+		if parallel {
+			name = fmt.Sprintf("1. token on cache hit (parallel, %d goroutines), per call", runtime.GOMAXPROCS(0))
+			fs, names = fs[:2], names[:2]
+		}
+		var cs []contender
+		for i, f := range fs {
+			cs = append(cs, contender{names[i], loopOp(f, o.HitIters, parallel)})
+		}
+		samples, err := paired(ctx, cs, o.HitPairs, 3, 0, o.Seed)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, pairedRows(name, cs, samples, time.Nanosecond, o.HitIters, func(i int) string {
+			return fmt.Sprintf("%.0f allocs/op", testing.AllocsPerRun(100, fs[i]))
+		})...)
+	}
+	return rows, nil
+}
+
+// loopOp times iters calls of f, spread over GOMAXPROCS goroutines when
+// parallel.
+func loopOp(f func(), iters int, parallel bool) op {
+	return func(context.Context) (time.Duration, error) {
+		start := time.Now()
+		if !parallel {
+			for range iters {
 				f()
 			}
-		})
-	}
-	parallel := func(f func()) testing.BenchmarkResult {
-		return testing.Benchmark(func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
+			return time.Since(start), nil
+		}
+		p := runtime.GOMAXPROCS(0)
+		var wg sync.WaitGroup
+		for range p {
+			wg.Go(func() {
+				for range iters / p {
 					f()
 				}
 			})
-		})
-	}
-	ours := func() { _, _ = c.Token(ctx) }
-	theirs := func() { _, _ = ts.Token() }
-	rs, rp, os, op := serial(ours), parallel(ours), serial(theirs), parallel(theirs)
-	ns := func(r testing.BenchmarkResult) time.Duration { return time.Duration(r.NsPerOp()) }
-	// Cost of the clock read alone: the hit path's floor on this machine.
-	clk := serial(func() { _ = time.Now() })
-	return []Row{
-		{"1. token on cache hit (serial)", "lakebase Cached.Token", fmt.Sprintf("%d ns/op, %d allocs", rs.NsPerOp(), rs.AllocsPerOp()), ratio(ns(rs), ns(os)), fmt.Sprintf("time.Now() alone: %d ns", clk.NsPerOp())},
-		{"", string(OAuth2Reuse), fmt.Sprintf("%d ns/op, %d allocs", os.NsPerOp(), os.AllocsPerOp()), "1.00", ""},
-		{"1. token on cache hit (parallel)", "lakebase Cached.Token", fmt.Sprintf("%d ns/op, %d allocs", rp.NsPerOp(), rp.AllocsPerOp()), ratio(ns(rp), ns(op)), ""},
-		{"", string(OAuth2Reuse), fmt.Sprintf("%d ns/op, %d allocs", op.NsPerOp(), op.AllocsPerOp()), "1.00", ""},
+		}
+		wg.Wait()
+		return time.Since(start), nil
 	}
 }
 
 func writeTable(out io.Writer, rows []Row, o Options) {
 	host, _ := os.Hostname()
-	fmt.Fprintf(out, "Machine: %s, %d CPUs (%s), %s %s/%s; rounds %d, interleaved.\n\n", cpuModel(), runtime.NumCPU(), host, runtime.Version(), runtime.GOOS, runtime.GOARCH, o.Rounds)
-	fmt.Fprintln(out, "| case | contender | median | ratio | note |")
-	fmt.Fprintln(out, "|---|---|---|---|---|")
+	fmt.Fprintf(out, "Machine: %s, %d CPUs (%s), %s %s/%s; load average %s.\n", cpuModel(), runtime.NumCPU(), host, runtime.Version(), runtime.GOOS, runtime.GOARCH, loadAvg())
+	fmt.Fprintln(out, "Paired, interleaved: each cycle runs every contender once in a shuffled order; a ratio is the median of the per-cycle ratios to the baseline, with its 95 % interval (order statistics, as benchstat); \"within noise\" when the interval contains 1.")
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "| case | contender | median [95 % CI] | ratio [95 % CI] | n | note |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(out, "| %s | %s | %s | %s | %s |\n", r.Case, r.Contender, r.Value, r.Ratio, r.Note)
+		n := ""
+		if r.N > 0 {
+			n = fmt.Sprint(r.N)
+		}
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %s |\n", r.Case, r.Contender, r.Value, r.Ratio, n, r.Note)
 	}
+	if w := widest(rows, ConnectCase); w > 0 {
+		fmt.Fprintf(out, "\nCase 2's widest ratio interval: ±%.1f %%.\n", 100*w)
+	}
+}
+
+// widest returns the largest relative half-width of the ratio intervals
+// of the named case.
+func widest(rows []Row, caseName string) float64 {
+	w := 0.0
+	for _, r := range rows {
+		if r.Case == caseName && r.Est != nil {
+			w = max(w, r.Est.HalfWidth())
+		}
+	}
+	return w
+}
+
+// loadAvg reads the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func cpuModel() string {
