@@ -136,10 +136,10 @@ type Config struct {
 	// are always emitted by the token source.
 	Telemetry bool
 
-	// TracerProvider and MeterProvider are used for telemetry. Nil: the
-	// OpenTelemetry globals.
+	// TracerProvider is used for telemetry. Nil: the OpenTelemetry global.
 	TracerProvider trace.TracerProvider
-	MeterProvider  metric.MeterProvider
+	// MeterProvider is used for telemetry. Nil: the OpenTelemetry global.
+	MeterProvider metric.MeterProvider
 
 	// BeforeConnect, if set, edits each new connection's copy of the pgx
 	// configuration: register a Tracer (otelpgx, tracelog), a DialFunc, an

@@ -19,8 +19,8 @@ import (
 // contains a value (the DSN may hold a password).
 type DSNError struct {
 	Key     string // the offending key, or "" for a syntax error
-	Problem string
-	Fix     string
+	Problem string // what is wrong (never quoting a value)
+	Fix     string // what to do about it
 }
 
 // Error implements error.
@@ -55,8 +55,8 @@ func (e *DSNError) As(target any) bool {
 // DSN is a parsed data source name: the connector configuration plus the
 // Databricks profile to build the workspace client from.
 type DSN struct {
-	Config  connector.Config
-	Profile string // databricks_profile: a ~/.databrickscfg profile; "" uses the SDK's unified auth
+	Config  connector.Config // the settings of the DSN's keys; zero fields fall back to the environment
+	Profile string           // databricks_profile: a ~/.databrickscfg profile; "" uses the SDK's unified auth
 }
 
 // keys lists every accepted key and what it sets.

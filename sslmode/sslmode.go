@@ -29,10 +29,10 @@ const Accepted = "disable, prefer, require, verify-ca, verify-full"
 // Error reports an unusable TLS setting. It names the setting and the fix.
 type Error struct {
 	Setting string // "sslmode", "sslrootcert" or "host"
-	Value   string
-	Problem string
-	Fix     string
-	Err     error
+	Value   string // the offending value (a mode or a file name; never a secret)
+	Problem string // what is wrong
+	Fix     string // what to do about it
+	Err     error  // the underlying cause (a file error), if any
 }
 
 // Error implements error.

@@ -56,8 +56,8 @@ func (k Kind) String() string {
 // fetchers of this package are scrubbed before they are wrapped.
 type Error struct {
 	Op   string // what failed, e.g. "fetch"
-	Kind Kind
-	Err  error
+	Kind Kind   // whether and why retrying can help; see Transient
+	Err  error  // the cause (scrubbed of secrets for this package's fetchers)
 }
 
 // Error implements error.
@@ -84,7 +84,7 @@ func (e *Error) Transient() bool { return e.Kind == KindTransient }
 // ValidationError reports an unusable credential response.
 type ValidationError struct {
 	Field  string // e.g. "token", "expire_time"
-	Reason string
+	Reason string // what is wrong with it
 }
 
 // Error implements error.
@@ -94,7 +94,9 @@ func (e *ValidationError) Error() string {
 
 // ConfigError reports a setting that makes fetching impossible.
 type ConfigError struct {
-	Setting, Problem, Fix string
+	Setting string // the option or argument, e.g. "endpoint", "TTL"
+	Problem string // what is wrong
+	Fix     string // what to do about it
 }
 
 // Error implements error.

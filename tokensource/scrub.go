@@ -129,7 +129,7 @@ func (e networkError) Temporary() bool { return true }
 // be verified (an unknown authority, a wrong host name, an expired
 // certificate). Retrying cannot help.
 type CertificateError struct {
-	Reason string
+	Reason string // why verification failed, e.g. "signed by an unknown authority"
 }
 
 // Error implements error.

@@ -13,8 +13,11 @@ import (
 // Formatting a Token with fmt (%v, %+v, %#v, %s, %q) or logging it with
 // log/slog never prints Value.
 type Token struct {
-	Value  string
-	Expiry time.Time // zero: never expires (static passwords)
+	// Value is the secret: the Postgres password for one login.
+	Value string
+	// Expiry is when the server stops accepting Value at login. Zero:
+	// never expires (static passwords).
+	Expiry time.Time
 }
 
 // Valid reports whether t is non-empty and still valid margin after now.
