@@ -40,6 +40,7 @@ const (
 	FaultExpiredToken         // the expiry is in the past
 	FaultMissingExpiry        // no expiry field
 	FaultDropConnection       // the connection is closed without a response (any route)
+	FaultTruncatedBody        // HTTP 200 whose JSON is cut off right after the full token
 )
 
 type failure struct {
@@ -243,6 +244,11 @@ func (a *api) mint(w http.ResponseWriter, bearer, who string, ttl time.Duration,
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		_, _ = io.WriteString(w, `{"token": "`+tok[:10])
+		return
+	case FaultTruncatedBody:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `{"token":"`+tok+`","`+expiryField[:len(expiryField)-2])
 		return
 	case FaultEmptyToken:
 		body["token"] = ""

@@ -50,7 +50,7 @@ func TestNoSecretInLogsErrorsOrSpans(t *testing.T) {
 	cfg2 := config(t, e, cp.logger())
 	cfg2.Token.Mode, cfg2.Token.TracerProvider = tokensource.Lazy, cp.tp
 	c2, _ := open(t, cfg2)
-	for _, f := range []lakebasetest.Fault{lakebasetest.FaultMalformedJSON, lakebasetest.FaultEmptyToken, lakebasetest.FaultExpiredToken, lakebasetest.FaultMissingExpiry} {
+	for _, f := range []lakebasetest.Fault{lakebasetest.FaultMalformedJSON, lakebasetest.FaultTruncatedBody, lakebasetest.FaultEmptyToken, lakebasetest.FaultExpiredToken, lakebasetest.FaultMissingExpiry} {
 		e.SetFault(lakebasetest.RouteCredentials, f)
 		_, err := c2.Connect(t.Context())
 		errs = append(errs, err)
@@ -78,6 +78,11 @@ func TestNoSecretInLogsErrorsOrSpans(t *testing.T) {
 			continue
 		}
 		all += fmt.Sprintf("\nerror %d: %v\n%+v\n%#v", i, err, err, err)
+	}
+	for _, marker := range []string{"lbt_", "eyJ"} { // emulator tokens: JWT-shaped, signature starts with lbt_
+		if i := strings.Index(all, marker); i >= 0 {
+			t.Fatalf("an emulator token leaked: ...%s...", all[max(0, i-200):min(len(all), i+50)])
+		}
 	}
 	if strings.Contains(all, "SECRET_MARKER") {
 		i := strings.Index(all, "SECRET_MARKER")
