@@ -15,6 +15,11 @@
 // once per sql.Open and keeps one connector (and one token cache) per
 // *sql.DB; db.Close stops its refresh. The connector is built on the first
 // connection, with that connection's context, so sql.Open does no network
-// calls; a malformed DSN is reported by sql.Open itself. No error of this
-// package contains the password.
+// calls, and that first connection returns within its context whatever the
+// workspace does. sql.Open itself reports a malformed DSN and every value that
+// can be checked without the network (port, sslmode, the root certificate
+// file, the endpoint form: connector.Config.Validate) as a *DSNError or a
+// *connector.ConfigError; a *DSNError also matches errors.As with a
+// *connector.ConfigError. No error of this package contains the password or
+// any part of a value.
 package driver

@@ -19,25 +19,25 @@ import (
 const Name = "lakebase"
 
 func init() {
-	sql.Register(Name, &Driver{})
+	sql.Register(Name, &lakebaseDriver{})
 }
 
-// Driver is the "lakebase" database/sql driver. Use it through sql.Open;
-// database/sql calls OpenConnector once per sql.Open.
-type Driver struct{}
+// lakebaseDriver is the "lakebase" database/sql driver. Use it through
+// sql.Open; database/sql calls OpenConnector once per sql.Open.
+type lakebaseDriver struct{}
 
 var (
-	_ driver.Driver        = (*Driver)(nil)
-	_ driver.DriverContext = (*Driver)(nil)
-	_ driver.Connector     = (*Connector)(nil)
-	_ io.Closer            = (*Connector)(nil)
+	_ driver.Driver        = (*lakebaseDriver)(nil)
+	_ driver.DriverContext = (*lakebaseDriver)(nil)
+	_ driver.Connector     = (*dsnConnector)(nil)
+	_ io.Closer            = (*dsnConnector)(nil)
 )
 
 // Open opens one connection outside any pool. It builds a lazy connector
 // (no background goroutine), connects, and releases the connector again, so
 // nothing outlives the returned connection. database/sql never calls it
 // because Driver implements driver.DriverContext.
-func (d *Driver) Open(dsn string) (driver.Conn, error) {
+func (d *lakebaseDriver) Open(dsn string) (driver.Conn, error) {
 	parsed, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -54,7 +54,7 @@ func (d *Driver) Open(dsn string) (driver.Conn, error) {
 // connector that builds a connector.Connector on first use, bounded by that
 // use's context. So sql.Open fails at once on a bad setting, with a
 // *DSNError or a *connector.ConfigError; it never echoes a value.
-func (d *Driver) OpenConnector(dsn string) (driver.Connector, error) {
+func (d *lakebaseDriver) OpenConnector(dsn string) (driver.Connector, error) {
 	parsed, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -67,13 +67,13 @@ func (d *Driver) OpenConnector(dsn string) (driver.Connector, error) {
 	return newConnector(d, parsed), nil
 }
 
-// Connector is the driver.Connector returned by OpenConnector. The
+// dsnConnector is the driver.Connector returned by OpenConnector. The
 // underlying connector.Connector (and its token cache) is created by the
 // first Connect, with that call's context; a failed creation is retried by
 // the next Connect.
-type Connector struct {
+type dsnConnector struct {
 	dsn DSN
-	drv *Driver
+	drv *lakebaseDriver
 
 	build  chan struct{} // a one-slot semaphore: one build at a time, waiters honour ctx
 	mu     sync.Mutex
@@ -81,12 +81,12 @@ type Connector struct {
 	closed bool
 }
 
-func newConnector(d *Driver, dsn DSN) *Connector {
-	return &Connector{dsn: dsn, drv: d, build: make(chan struct{}, 1)}
+func newConnector(d *lakebaseDriver, dsn DSN) *dsnConnector {
+	return &dsnConnector{dsn: dsn, drv: d, build: make(chan struct{}, 1)}
 }
 
 // Connect implements driver.Connector.
-func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
+func (c *dsnConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	inner, err := c.get(ctx)
 	if err != nil {
 		return nil, err
@@ -94,7 +94,7 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	return inner.Connect(ctx)
 }
 
-func (c *Connector) current() (*connector.Connector, error) {
+func (c *dsnConnector) current() (*connector.Connector, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -103,7 +103,7 @@ func (c *Connector) current() (*connector.Connector, error) {
 	return c.inner, nil
 }
 
-func (c *Connector) get(ctx context.Context) (*connector.Connector, error) {
+func (c *dsnConnector) get(ctx context.Context) (*connector.Connector, error) {
 	if inner, err := c.current(); inner != nil || err != nil {
 		return inner, err
 	}
@@ -149,11 +149,11 @@ func (c *Connector) get(ctx context.Context) (*connector.Connector, error) {
 }
 
 // Driver implements driver.Connector.
-func (c *Connector) Driver() driver.Driver { return c.drv }
+func (c *dsnConnector) Driver() driver.Driver { return c.drv }
 
 // Close closes the underlying connector, stopping its token refresh.
 // database/sql calls it from DB.Close.
-func (c *Connector) Close() error {
+func (c *dsnConnector) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
