@@ -370,3 +370,31 @@ func TestTelemetryOptionsOverride(t *testing.T) {
 		t.Fatalf("options: %d", len(opts))
 	}
 }
+
+// TestOpenDBLifetimeIsPerDB: a second OpenDB on the same connector does not
+// change the first DB's connection lifetime.
+func TestOpenDBLifetimeIsPerDB(t *testing.T) {
+	e := lakebasetest.Start(t)
+	c := mustNew(t, baseConfig(t, e, nil))
+	noLife := OpenDB(c, WithConnMaxLifetime(-1, 0))
+	withLife := OpenDB(c) // default 30 min lifetime with jitter
+	hasDeadline := func(db *sql.DB) bool {
+		var has bool
+		err := WithPgxConn(t.Context(), db, func(conn *pgx.Conn) error {
+			_, has = conn.PgConn().CustomData()[deadlineKey].(time.Time)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return has
+	}
+	if hasDeadline(noLife) {
+		t.Error("the DB opened without a lifetime got the other DB's lifetime")
+	}
+	if !hasDeadline(withLife) {
+		t.Error("the DB with the default lifetime has no deadline on its connections")
+	}
+	withLife.Close() // closes c too
+	noLife.Close()
+}
