@@ -167,7 +167,7 @@ func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, notAfter
 
 // handshake runs one TLS handshake against a local listener presenting
 // cert and returns the client error and the SNI the server saw.
-func handshake(t *testing.T, cert tls.Certificate, cfg *tls.Config) (error, string) {
+func handshake(t *testing.T, cert tls.Certificate, cfg *tls.Config) (string, error) {
 	t.Helper()
 	sni := make(chan string, 1)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
@@ -192,9 +192,9 @@ func handshake(t *testing.T, cert tls.Certificate, cfg *tls.Config) (error, stri
 	<-done
 	select {
 	case s := <-sni:
-		return err, s
+		return s, err
 	default:
-		return err, ""
+		return "", err
 	}
 }
 
@@ -210,19 +210,19 @@ func TestHandshakes(t *testing.T) {
 		}
 		return res.TLS
 	}
-	if err, sni := handshake(t, good, cfg("localhost", caPEM)); err != nil || sni != "localhost" {
+	if sni, err := handshake(t, good, cfg("localhost", caPEM)); err != nil || sni != "localhost" {
 		t.Errorf("DNS host with the right CA: err %v, SNI %q (want localhost)", err, sni)
 	}
-	if err, sni := handshake(t, good, cfg("127.0.0.1", caPEM)); err != nil || sni != "" {
+	if sni, err := handshake(t, good, cfg("127.0.0.1", caPEM)); err != nil || sni != "" {
 		t.Errorf("IP host with the right CA: err %v, SNI %q (want none)", err, sni)
 	}
-	if err, _ := handshake(t, good, cfg("localhost", otherPEM)); err == nil {
+	if _, err := handshake(t, good, cfg("localhost", otherPEM)); err == nil {
 		t.Error("wrong CA accepted")
 	}
-	if err, _ := handshake(t, good, cfg("db.example.com", caPEM)); err == nil {
+	if _, err := handshake(t, good, cfg("db.example.com", caPEM)); err == nil {
 		t.Error("wrong host name accepted")
 	}
-	if err, _ := handshake(t, expired, cfg("localhost", caPEM)); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, err := handshake(t, expired, cfg("localhost", caPEM)); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("expired certificate: %v", err)
 	}
 }

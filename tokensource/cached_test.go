@@ -467,12 +467,12 @@ func TestNoTokenInLogsErrorsOrSpans(t *testing.T) {
 	mu.Unlock()
 	for _, s := range rec.Ended() {
 		for _, a := range s.Attributes() {
-			all.WriteString(string(a.Key) + "=" + a.Value.Emit() + "\n")
+			all.WriteString(string(a.Key) + "=" + a.Value.String() + "\n")
 		}
 		all.WriteString(s.Status().Description + "\n")
 		for _, e := range s.Events() {
 			for _, a := range e.Attributes {
-				all.WriteString(a.Value.Emit() + "\n")
+				all.WriteString(a.Value.String() + "\n")
 			}
 		}
 	}

@@ -270,7 +270,7 @@ func TestTelemetry(t *testing.T) {
 	attrs := func(s sdktrace.ReadOnlySpan) map[string]string {
 		m := map[string]string{}
 		for _, a := range s.Attributes() {
-			m[string(a.Key)] = a.Value.Emit()
+			m[string(a.Key)] = a.Value.String()
 		}
 		return m
 	}
@@ -305,7 +305,7 @@ func TestTelemetry(t *testing.T) {
 				if m.Name == tokensource.MetricFailures {
 					for _, p := range d.DataPoints {
 						v, _ := p.Attributes.Value("error.type")
-						failures[v.Emit()] += p.Value
+						failures[v.String()] += p.Value
 					}
 				}
 			}

@@ -75,7 +75,7 @@ func TestTruncatedResponseNeverLeaksToken(t *testing.T) {
 				seen = append(seen, s.Status().Description)
 				for _, ev := range s.Events() {
 					for _, a := range ev.Attributes {
-						seen = append(seen, a.Value.Emit())
+						seen = append(seen, a.Value.String())
 					}
 				}
 			}
