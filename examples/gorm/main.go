@@ -20,6 +20,9 @@ type Todo struct {
 	Done  bool
 }
 
+// Schema is where the example writes.
+const Schema = "lakebase_go_example_gorm"
+
 func main() { demo.Main(run) }
 
 func run(ctx context.Context, out io.Writer) error {
@@ -28,12 +31,16 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer release()
+	env.UseSchema(out, Schema)
 	gdb, err := gormadapter.OpenConfig(ctx, env.Config, gormadapter.WithGormConfig(&gorm.Config{Logger: logger.Discard}))
 	if err != nil {
 		return err
 	}
 	sqlDB, _ := gdb.DB()
 	defer sqlDB.Close() // closes the connector and stops its refresh
+	if err := gdb.WithContext(ctx).Exec(demo.CreateSchemaSQL(Schema)).Error; err != nil {
+		return err
+	}
 	if err := gdb.WithContext(ctx).AutoMigrate(&Todo{}); err != nil {
 		return err
 	}

@@ -8,5 +8,6 @@ import (
 
 func TestRun(t *testing.T) {
 	demo.Expect(t, demo.RunTest(t, run),
+		"only in the schema "+Schema,
 		"todo 2: rotate tokens")
 }

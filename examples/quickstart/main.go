@@ -1,6 +1,9 @@
 // Command quickstart shows token rotation end to end:
 //
-//	go run ./examples/quickstart
+//	go -C examples run ./quickstart   # from the repository root
+//
+// (The examples are a module of their own, github.com/lakebase-go/lakebase/examples,
+// so that their dependencies stay out of the library's go.mod.)
 //
 // Without a workspace configured it starts the local Lakebase emulator with
 // tokens that live a few seconds, puts what a Databricks App is given into

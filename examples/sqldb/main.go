@@ -10,6 +10,9 @@ import (
 	"github.com/lakebase-go/lakebase/examples/internal/demo"
 )
 
+// Schema is where the example writes.
+const Schema = "lakebase_go_example_sqldb"
+
 func main() { demo.Main(run) }
 
 func run(ctx context.Context, out io.Writer) error {
@@ -18,12 +21,16 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer release()
+	env.UseSchema(out, Schema)
 	c, err := connector.New(ctx, env.Config)
 	if err != nil {
 		return err
 	}
 	db := connector.OpenDB(c) // sql.OpenDB(c) works too; db.Close() closes c
 	defer db.Close()
+	if _, err := db.ExecContext(ctx, demo.CreateSchemaSQL(Schema)); err != nil {
+		return err
+	}
 	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS notes (id bigserial PRIMARY KEY, body text NOT NULL)"); err != nil {
 		return err
 	}

@@ -8,5 +8,6 @@ import (
 
 func TestRun(t *testing.T) {
 	demo.Expect(t, demo.RunTest(t, run),
+		"only in the schema "+Schema,
 		"note 2: lakebase")
 }

@@ -15,6 +15,9 @@ type note struct {
 	Body string `db:"body"`
 }
 
+// Schema is where the example writes.
+const Schema = "lakebase_go_example_sqlx"
+
 func main() { demo.Main(run) }
 
 func run(ctx context.Context, out io.Writer) error {
@@ -23,11 +26,15 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer release()
+	env.UseSchema(out, Schema)
 	db, err := sqlxadapter.OpenConfig(ctx, env.Config)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if _, err := db.ExecContext(ctx, demo.CreateSchemaSQL(Schema)); err != nil {
+		return err
+	}
 	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS sqlx_notes (id bigserial PRIMARY KEY, body text)"); err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/lakebase-go/lakebase/connector"
 	"github.com/lakebase-go/lakebase/lakebasetest"
 )
@@ -52,6 +54,31 @@ func Setup(ctx context.Context, out io.Writer, opts ...lakebasetest.Option) (*En
 		LookupEnv:   func(string) (string, bool) { return "", false },
 	}
 	return &Env{Config: cfg, Emulator: e}, func() { _ = e.Close() }, nil
+}
+
+// UseSchema makes an example write only in a schema of its own: it says so
+// on out before anything is written (against a real workspace the example
+// creates real objects) and sets search_path on every connection made from
+// e.Config, so unqualified table names land in schema. The example creates
+// the schema itself with CreateSchemaSQL(schema) on its first connection;
+// PostgreSQL picks a schema on the search_path up as soon as it exists.
+func (e *Env) UseSchema(out io.Writer, schema string) {
+	where := "the emulator"
+	if e.Emulator == nil {
+		where = "your workspace's database"
+	}
+	fmt.Fprintf(out, "This example writes to %s, only in the schema %s (created if missing; remove it with DROP SCHEMA %s CASCADE).\n", where, schema, schema)
+	params := make(map[string]string, len(e.Config.RuntimeParams)+1)
+	for k, v := range e.Config.RuntimeParams {
+		params[k] = v
+	}
+	params["search_path"] = schema
+	e.Config.RuntimeParams = params
+}
+
+// CreateSchemaSQL is the statement that creates an example's schema.
+func CreateSchemaSQL(schema string) string {
+	return "CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{schema}.Sanitize()
 }
 
 // Main runs an example and exits non-zero on error, with install advice

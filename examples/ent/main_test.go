@@ -1,0 +1,15 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/lakebase-go/lakebase/examples/internal/demo"
+)
+
+func TestRun(t *testing.T) {
+	demo.Expect(t, demo.RunTest(t, run),
+		"only in the schema "+Schema,
+		"ent: marked 2 todos done",
+		`ent: still open: "ship it"`,
+		"ent: table "+Schema+".todos")
+}
