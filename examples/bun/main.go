@@ -63,7 +63,7 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	var found []Book
-	if err := db.NewSelect().Model(&found).Where("id IN (?)", bun.In([]int64{books[0].ID, books[1].ID})).Order("id").Scan(ctx); err != nil {
+	if err := db.NewSelect().Model(&found).Where("id IN (?)", bun.List([]int64{books[0].ID, books[1].ID})).Order("id").Scan(ctx); err != nil {
 		return err
 	}
 	var schema string

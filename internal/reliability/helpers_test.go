@@ -60,12 +60,12 @@ func (c *capture) text() string {
 	for _, s := range c.spans.Ended() {
 		b.WriteString(s.Name() + " " + s.Status().Description + "\n")
 		for _, a := range s.Attributes() {
-			b.WriteString(string(a.Key) + "=" + a.Value.Emit() + "\n")
+			b.WriteString(string(a.Key) + "=" + a.Value.String() + "\n")
 		}
 		for _, ev := range s.Events() {
 			b.WriteString(ev.Name + "\n")
 			for _, a := range ev.Attributes {
-				b.WriteString(string(a.Key) + "=" + a.Value.Emit() + "\n")
+				b.WriteString(string(a.Key) + "=" + a.Value.String() + "\n")
 			}
 		}
 	}
