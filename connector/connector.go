@@ -42,6 +42,7 @@ type Connector struct {
 	logger *slog.Logger
 	cfg    resolved
 	login  *loginPolicy
+	lazy   *lazyWorkspace // the default workspace client, built on first use
 
 	dsn string // the settings base was parsed from (placeholder password)
 
@@ -129,6 +130,7 @@ func build(r *resolved, built *sdkclient.Bounded) (*Connector, error) {
 		var lazy *lazyWorkspace
 		if c.Workspace == nil {
 			lazy = &lazyWorkspace{}
+			conn.lazy = lazy
 			conn.onCloseFn = append(conn.onCloseFn, func() error { lazy.close(); return nil })
 		}
 		ts, err := newTokenSource(r, lazy)
@@ -351,9 +353,27 @@ func (c *Connector) TokenSource() tokensource.Source { return c.source }
 // TokenSource are those of the original Config.
 func (c *Connector) Config() Config {
 	cfg := c.cfg.Config
+	if cfg.Workspace == nil && c.lazy != nil {
+		cfg.Workspace = c.lazy.built()
+	}
 	cfg.LookupEnv = noEnv
 	cfg.RuntimeParams = maps.Clone(cfg.RuntimeParams)
 	return cfg
+}
+
+// Workspace returns the workspace client the connector mints tokens with.
+// When New did not need the workspace (Host and User were known) the
+// default client is built now, bounded by ctx like New's look-ups; errors
+// are *ConfigError values naming DATABRICKS_HOST. It returns nil, nil when
+// the connector mints nothing (Password or TokenSource).
+func (c *Connector) Workspace(ctx context.Context) (*databricks.WorkspaceClient, error) {
+	if c.cfg.Workspace != nil {
+		return c.cfg.Workspace, nil
+	}
+	if c.lazy == nil {
+		return nil, nil
+	}
+	return c.lazy.get(ctx)
 }
 
 // noEnv is a LookupEnv that finds nothing.

@@ -239,6 +239,16 @@ func (l *lazyWorkspace) get(ctx context.Context) (*databricks.WorkspaceClient, e
 	return b.Client, nil
 }
 
+// built returns the client if it has been built.
+func (l *lazyWorkspace) built() *databricks.WorkspaceClient {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b == nil {
+		return nil
+	}
+	return l.b.Client
+}
+
 func (l *lazyWorkspace) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -165,7 +165,19 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, logger: logger, clock: cfg.Clock, spConn: spConn, pools: map[string]*userPool{}, lru: list.New()}
-	if err := m.deriveUserConfig(spConn.Config()); err != nil {
+	rc := spConn.Config()
+	if rc.Workspace == nil && cfg.NewUserWorkspace == nil {
+		// The SP connector did not need the workspace at New (Host and
+		// User were given): build its client now, bounded by ctx, for the
+		// workspace host of user clients.
+		w, err := spConn.Workspace(ctx)
+		if err != nil {
+			_ = spConn.Close()
+			return nil, err
+		}
+		rc.Workspace = w
+	}
+	if err := m.deriveUserConfig(rc); err != nil {
 		_ = spConn.Close()
 		return nil, err
 	}

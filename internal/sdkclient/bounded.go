@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/config"
 )
 
 // Bounded is a workspace client whose HTTP requests, until Release is
@@ -39,6 +40,15 @@ func Build(ctx context.Context, cfg *databricks.Config) (*Bounded, error) {
 	t := &boundTransport{base: newTransport()}
 	t.bind(ctx)
 	cfg.HTTPTransport = t
+	if cfg.HostMetadataResolver == nil {
+		// The SDK probes /.well-known/databricks-config with
+		// context.Background(), so its retry loop would sleep on after ctx
+		// ends; run the same probe with ctx instead.
+		sdkCfg := (*config.Config)(cfg)
+		cfg.HostMetadataResolver = func(_ context.Context, host string) (*config.HostMetadata, error) {
+			return sdkCfg.DefaultHostMetadataResolver()(ctx, host)
+		}
+	}
 	type result struct {
 		w   *databricks.WorkspaceClient
 		err error
