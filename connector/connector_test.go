@@ -95,7 +95,6 @@ func mustNew(t *testing.T, cfg Config) *Connector {
 	return c
 }
 
-
 func currentUser(t *testing.T, db *sql.DB) string {
 	t.Helper()
 	var u string
