@@ -2,6 +2,13 @@
 // limit, side by side on one emulator (see cmd/compare and the Go
 // benchmarks in this package).
 //
+// Compare samples in pairs: each case runs in cycles, every contender once
+// per cycle in a shuffled order, and a contender's ratio is the median of
+// its per-cycle ratios to the case's baseline, with a distribution-free
+// 95 % interval (MedianCI). The Go benchmarks are named
+// Benchmark<Case>/contender=<Slug> so that benchstat -col /contender
+// compares the contenders.
+//
 // Baselines, each written the way its users write it:
 //   - Limit: pgx stdlib with a static password (one token minted up front:
 //     same server, same TLS, same RADIUS login).

@@ -425,7 +425,7 @@ func (env *Env) userCase(ctx context.Context, o Options) ([]Row, error) {
 	st := m.Stats()
 	rows := pairedRows(retName, cs, samples, 100*time.Nanosecond, 1, func(i int) string {
 		if i == 1 {
-			return fmt.Sprintf("%d token verifications, %d pools created over %d acquires", st.Verifications, st.Created, o.UserPairs+5)
+			return fmt.Sprintf("token verifications: %d, pools created: %d, over %d acquires", st.Verifications, st.Created, o.UserPairs+5)
 		}
 		return ""
 	})
@@ -492,7 +492,7 @@ func (env *Env) userCase(ctx context.Context, o Options) ([]Row, error) {
 	if samples, err = paired(ctx, cs, o.NewUsers, 0, 0, o.Seed); err != nil {
 		return nil, err
 	}
-	note := fmt.Sprintf("over %d new users each: %d credential calls, %d Me calls in all", o.NewUsers, e.Calls(lakebasetest.RouteCredentials), e.Calls(lakebasetest.RouteMe))
+	note := fmt.Sprintf("both contenders, %d new users each: %d credential calls, %d Me calls (peruser's token verification)", o.NewUsers, e.Calls(lakebasetest.RouteCredentials), e.Calls(lakebasetest.RouteMe))
 	return append(rows, pairedRows(newName, cs, samples, 10*time.Microsecond, 1, func(i int) string {
 		if i == 1 {
 			return note

@@ -79,6 +79,7 @@ const ConnectCase = "2. new connection (TLS + login)"
 // Compare runs every case on one emulator, contenders interleaved, and
 // writes a Markdown table to out.
 func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
+	loadStart := loadAvg()
 	e, err := lakebasetest.New(ctx)
 	if err != nil {
 		return nil, err
@@ -115,7 +116,7 @@ func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 		}
 		add(r...)
 	}
-	writeTable(out, rows, o)
+	writeTable(out, rows, loadStart)
 	return rows, nil
 }
 
@@ -435,9 +436,10 @@ func loopOp(f func(), iters int, parallel bool) op {
 	}
 }
 
-func writeTable(out io.Writer, rows []Row, o Options) {
+func writeTable(out io.Writer, rows []Row, loadStart string) {
 	host, _ := os.Hostname()
-	fmt.Fprintf(out, "Machine: %s, %d CPUs (%s), %s %s/%s; load average %s.\n", cpuModel(), runtime.NumCPU(), host, runtime.Version(), runtime.GOOS, runtime.GOARCH, loadAvg())
+	fmt.Fprintf(out, "Machine: %s, %d CPUs (%s), %s %s/%s; load average (1, 5, 15 min) %s at the start, %s at the end.\n",
+		cpuModel(), runtime.NumCPU(), host, runtime.Version(), runtime.GOOS, runtime.GOARCH, loadStart, loadAvg())
 	fmt.Fprintln(out, "Paired, interleaved: each cycle runs every contender once in a shuffled order; a ratio is the median of the per-cycle ratios to the baseline, with its 95 % interval (order statistics, as benchstat); \"within noise\" when the interval contains 1.")
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "| case | contender | median [95 % CI] | ratio [95 % CI] | n | note |")
