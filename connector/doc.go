@@ -42,8 +42,8 @@
 //
 // A scaled-to-zero endpoint wakes on the next connection attempt. A new
 // physical connection therefore retries dial errors (refused, reset,
-// timeout), SQLSTATE class 08 and 57P03 with jittered backoff (100 ms
-// doubling to 1 s) until [Config.ConnectTimeout] (60 s by default) runs out,
+// timeout), SQLSTATE class 08 and 57P03 with jittered backoff (50 ms four
+// times, then doubling to 1 s) until [Config.ConnectTimeout] (60 s by default) runs out,
 // without a new credential call, logging one INFO line "endpoint waking up,
 // retrying" per connection. It never retries 28xxx, 42501 or 3D000. When the
 // time runs out the error is a [*WakeError] naming the host.

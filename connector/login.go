@@ -32,10 +32,12 @@ const DefaultForcedRefreshInterval = 30 * time.Second
 // wrong. (The Databricks CLI allows 120 s.)
 const DefaultConnectTimeout = 60 * time.Second
 
-// Cold-start backoff: the first retry after coldStartFirst, doubling up to
-// coldStartMax, each jittered down by up to half.
+// Cold-start backoff: coldStartFlat retries coldStartFirst apart (most
+// computes wake within a few hundred milliseconds), then doubling up to
+// coldStartMax; each wait jittered down by up to half.
 const (
-	coldStartFirst = 100 * time.Millisecond
+	coldStartFirst = 50 * time.Millisecond
+	coldStartFlat  = 4
 	coldStartMax   = time.Second
 )
 
@@ -309,7 +311,9 @@ func (rc *retryConnector) dial(ctx context.Context, tok tokensource.Token) (driv
 			t.Stop()
 			return nil, &WakeError{Host: rc.c.host, Attempts: attempt, Err: err}
 		}
-		wait = min(wait*2, coldStartMax)
+		if attempt >= coldStartFlat {
+			wait = min(wait*2, coldStartMax)
+		}
 	}
 }
 
