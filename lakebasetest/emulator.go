@@ -173,20 +173,29 @@ func New(ctx context.Context, opts ...Option) (_ *Emulator, err error) {
 	if e.ldap, err = startLDAP(e.tokens.check); err != nil {
 		return nil, err
 	}
-	if e.port, err = freePort(); err != nil {
-		return nil, err
-	}
-	if err := e.writeConfig(); err != nil {
-		return nil, err
-	}
-	if err := e.user.chown(e.dir); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(e.dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := e.Start(ctx); err != nil {
-		return nil, err
+	// The port is picked free and then bound by PostgreSQL a moment later;
+	// another process (parallel test binaries start emulators too) can take
+	// it in between, so a bind failure is retried with a new port.
+	for attempt := 1; ; attempt++ {
+		if e.port, err = freePort(); err != nil {
+			return nil, err
+		}
+		if err := e.writeConfig(); err != nil {
+			return nil, err
+		}
+		if err := e.user.chown(e.dir); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(e.dir, 0o755); err != nil {
+			return nil, err
+		}
+		err = e.Start(ctx)
+		if err == nil {
+			break
+		}
+		if attempt >= 5 || !strings.Contains(err.Error(), "Address already in use") {
+			return nil, err
+		}
 	}
 	if err := e.bootstrap(ctx); err != nil {
 		return nil, err
