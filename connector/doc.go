@@ -75,4 +75,9 @@
 //
 // pgx-native users get the same rotation through [Connector.BeforeConnect]
 // or [Connector.PoolConfig].
+//
+// Stability: this module is at v0.1.0, before 1.0. [New], [OpenDB], [Config]
+// and the error types are meant to stay; option and field names and error
+// reasons may still change in a minor version, and every change is listed
+// in the repository's CHANGELOG.md.
 package connector
