@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,53 +17,10 @@ import (
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
-// refusingURL is a workspace URL whose port refuses connections.
-func refusingURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr
-}
-
-// silentURL is a workspace URL that accepts connections and never answers.
-func silentURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return "http://" + l.Addr().String()
-}
+var (
+	refusingURL = func(t *testing.T) string { return lakebasetest.RefusingWorkspaceURL(t) }
+	silentURL   = func(t *testing.T) string { return lakebasetest.SilentWorkspaceURL(t) }
+)
 
 // isolateSDK keeps the SDK from reading this machine's profiles or
 // credentials, and clears every variable a test might inherit.
