@@ -50,12 +50,26 @@ func TestStartupBoundedByContext(t *testing.T) {
 		{"nonexistent", func(*testing.T) string { return "https://nonexistent.invalid" }},
 		{"missing", func(*testing.T) string { return "" }},
 	}
+	cases = append(cases,
+		struct {
+			name string
+			host func(t *testing.T) string
+		}{"refusing, OAuth M2M", refusingURL},
+		struct {
+			name string
+			host func(t *testing.T) string
+		}{"silent, OAuth M2M", silentURL})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			isolateSDK(t)
 			if h := tc.host(t); h != "" {
 				t.Setenv("DATABRICKS_HOST", h)
-				t.Setenv("DATABRICKS_TOKEN", "dapi-test-token")
+				if strings.HasSuffix(tc.name, "M2M") { // what a Databricks App gets
+					t.Setenv("DATABRICKS_CLIENT_ID", "app-client-id")
+					t.Setenv("DATABRICKS_CLIENT_SECRET", "app-secret")
+				} else {
+					t.Setenv("DATABRICKS_TOKEN", "dapi-test-token")
+				}
 			}
 			t.Setenv("LAKEBASE_ENDPOINT", "projects/p/branches/b/endpoints/e")
 			ctx, cancel := context.WithTimeout(t.Context(), budget)

@@ -150,8 +150,8 @@ func (t *boundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, nil
 	}
-	if err := bound.Err(); err != nil {
-		return nil, &NetworkError{Err: t.last(), ctxErr: err}
+	if bound.Err() != nil {
+		return nil, errStartupOver
 	}
 	ctx, cancel := context.WithCancel(req.Context())
 	stop := context.AfterFunc(bound, cancel)
@@ -160,7 +160,7 @@ func (t *boundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		stop()
 		cancel()
 		if bound.Err() != nil {
-			return nil, &NetworkError{Err: t.last(), ctxErr: bound.Err()}
+			return nil, errStartupOver
 		}
 		ne := &NetworkError{Err: err}
 		t.mu.Lock()
@@ -171,6 +171,13 @@ func (t *boundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp.Body = &cancelBody{ReadCloser: resp.Body, stop: stop, cancel: cancel}
 	return resp, nil
 }
+
+// errStartupOver fails every request made after the startup context ended.
+// It deliberately wraps nothing: the SDK's retry loops (some run with
+// context.Background()) retry errors that unwrap to refused connections or
+// timeouts — context.DeadlineExceeded is a net.Error timeout too — and must
+// give up at once. Callers learn the cause from Bounded.Cause.
+var errStartupOver = errors.New("the start-up deadline for talking to the workspace has passed")
 
 // cancelBody releases the per-request context when the body is closed.
 type cancelBody struct {
