@@ -11,7 +11,7 @@
 //
 // Baselines, each written the way its users write it:
 //   - Limit: pgx stdlib with a static password (one token minted up front:
-//     same server, same TLS, same RADIUS login).
+//     same server, same TLS, same LDAP-checked login).
 //   - MintPerConn: the Databricks docs sample's pattern: one workspace
 //     client per process (the SDK's defaults, including its client-side
 //     rate limiter of 15 requests/s with a burst of 15) and a BeforeConnect
