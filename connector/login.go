@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -131,6 +132,8 @@ type loginPolicy struct {
 	interval time.Duration
 	logger   *slog.Logger
 
+	any atomic.Bool // a token has ever been refused: until then the hot path skips hashing
+
 	mu         sync.Mutex
 	refused    map[[32]byte]*forced // refused tokens by hash, bounded
 	order      [][32]byte
@@ -158,6 +161,9 @@ func newLoginPolicy(c *Config) *loginPolicy {
 func hashToken(t tokensource.Token) [32]byte { return sha256.Sum256([]byte(t.Value)) }
 
 func (p *loginPolicy) isRefused(t tokensource.Token) bool {
+	if !p.any.Load() {
+		return false // the common case: one atomic load per connect
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_, ok := p.refused[hashToken(t)]
@@ -176,6 +182,7 @@ func (p *loginPolicy) markRefused(t tokensource.Token) {
 }
 
 func (p *loginPolicy) addLocked(h [32]byte, f *forced) {
+	p.any.Store(true)
 	if len(p.order) >= maxRefused {
 		delete(p.refused, p.order[0])
 		p.order = p.order[1:]

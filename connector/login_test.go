@@ -13,6 +13,8 @@ import (
 	"github.com/XSAM/otelsql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/lakebase-go/lakebase/lakebasetest"
 	"github.com/lakebase-go/lakebase/tokensource"
@@ -362,12 +364,89 @@ func TestUserHooks(t *testing.T) {
 	}
 }
 
-// TestTelemetryOptionsOverride: user otelsql options come after ours.
-func TestTelemetryOptionsOverride(t *testing.T) {
-	r := resolved{Config: Config{Database: "d", Host: "h", Port: 1, TelemetryOptions: []otelsql.Option{otelsql.WithSpanOptions(otelsql.SpanOptions{Ping: true})}}}
-	opts := otelOptions(&r)
-	if len(opts) < 2 {
-		t.Fatalf("options: %d", len(opts))
+// TestTelemetryDefaultsAndOverride: the lean defaults record a span per
+// query but none per Ping; Config.TelemetryOptions, applied after ours,
+// turns Ping spans back on.
+func TestTelemetryDefaultsAndOverride(t *testing.T) {
+	e := lakebasetest.Start(t)
+	spansFor := func(opts ...otelsql.Option) []string {
+		rec := tracetest.NewSpanRecorder()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+		defer tp.Shutdown(context.Background())
+		cfg := baseConfig(t, e, nil)
+		cfg.Telemetry, cfg.TracerProvider, cfg.TelemetryOptions = true, tp, opts
+		db := OpenDB(mustNew(t, cfg))
+		defer db.Close()
+		var n int
+		if err := db.QueryRowContext(t.Context(), "SELECT 4242").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.PingContext(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range rec.Ended() {
+			names = append(names, s.Name())
+		}
+		return names
+	}
+	has := func(names []string, sub string) bool {
+		for _, n := range names {
+			if strings.Contains(n, sub) {
+				return true
+			}
+		}
+		return false
+	}
+	lean := spansFor()
+	if !has(lean, "query") || has(lean, "ping") || has(lean, "rows") {
+		t.Errorf("default spans %v: want a query span, no ping or rows span", lean)
+	}
+	if more := spansFor(otelsql.WithSpanOptions(otelsql.SpanOptions{Ping: true})); !has(more, "ping") {
+		t.Errorf("with TelemetryOptions Ping: true, spans %v have no ping span", more)
+	}
+}
+
+// TestQueryExecModePerDB: WithQueryExecMode switches one DB to the simple
+// protocol (no server-side prepared statements), leaving others alone.
+func TestQueryExecModePerDB(t *testing.T) {
+	e := lakebasetest.Start(t)
+	c := mustNew(t, baseConfig(t, e, nil))
+	prepared := func(db *sql.DB) int {
+		db.SetMaxOpenConns(1)
+		var one, n int
+		if err := db.QueryRowContext(t.Context(), "SELECT $1::int", 1).Scan(&one); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_prepared_statements").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	simple := OpenDB(c, WithQueryExecMode(pgx.QueryExecModeSimpleProtocol), WithMaxIdleConns(1))
+	def := OpenDB(c, PoolOptions{MaxIdleConns: 1})
+	if n := prepared(simple); n != 0 {
+		t.Errorf("simple protocol DB: %d prepared statements, want 0", n)
+	}
+	if n := prepared(def); n == 0 {
+		t.Error("default DB: no prepared statements; the check cannot tell the modes apart")
+	}
+	simple.Close()
+	def.Close()
+}
+
+// TestPoolOptionsAllApplied: every option passed to OpenDB is applied, in
+// order.
+func TestPoolOptionsAllApplied(t *testing.T) {
+	e := lakebasetest.Start(t)
+	db := OpenDB(mustNew(t, baseConfig(t, e, nil)), PoolOptions{MaxOpenConns: 7}, WithMaxOpenConns(3), WithConnMaxIdleTime(time.Minute))
+	defer db.Close()
+	if got := db.Stats().MaxOpenConnections; got != 3 {
+		t.Errorf("MaxOpenConnections = %d, want 3 (the later option wins)", got)
+	}
+	o := resolvePoolOptions(WithMaxIdleConns(2), PoolOptions{MaxOpenConns: 4})
+	if o.MaxIdleConns != 2 || o.MaxOpenConns != 4 || o.MaxIdleTime != DefaultMaxIdleTime {
+		t.Errorf("resolved %+v", o)
 	}
 }
 

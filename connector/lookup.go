@@ -16,6 +16,7 @@ import (
 	"github.com/databricks/databricks-sdk-go/service/postgres"
 
 	"github.com/lakebase-go/lakebase/internal/sdkclient"
+	"github.com/lakebase-go/lakebase/tokensource"
 )
 
 // EnvDatabricksHost is the workspace URL variable of the Databricks SDK's
@@ -70,7 +71,7 @@ func lookup(ctx context.Context, r *resolved) (*sdkclient.Bounded, error) {
 			ce := workspaceError(err, workspaceHost(c.Workspace), "look up the Postgres role (GET /api/2.0/preview/scim/v2/Me)")
 			var ae *apierr.APIError
 			if errors.As(err, &ae) && ae.StatusCode != 401 {
-				ce = &ConfigError{Setting: "User (" + EnvUser + ")", Problem: "cannot look up the Postgres role from the workspace identity", Err: err,
+				ce = &ConfigError{Setting: "User (" + EnvUser + ")", Problem: "cannot look up the Postgres role from the workspace identity", Err: err, detail: tokensource.Scrub(err.Error()),
 					Fix: "set Config.User or PGUSER to your Databricks user email or service principal application id"}
 			}
 			return fail(ce)
@@ -121,10 +122,10 @@ func lookupHost(ctx context.Context, r *resolved, built *sdkclient.Bounded) erro
 	if err != nil {
 		var ae *apierr.APIError
 		if errors.As(err, &ae) && ae.StatusCode == 404 {
-			return &ConfigError{Setting: setting, Problem: "not found in the workspace " + workspaceHost(c.Workspace), Fix: "check the name (databricks postgres list-endpoints), or set Config.Host / PGHOST", Err: err}
+			return &ConfigError{Setting: setting, Problem: "not found in the workspace " + workspaceHost(c.Workspace), Fix: "check the name (databricks postgres list-endpoints), or set Config.Host / PGHOST", Err: err, detail: tokensource.Scrub(err.Error())}
 		}
 		if errors.As(err, &ae) && ae.StatusCode == 403 {
-			return &ConfigError{Setting: setting, Problem: "the workspace identity may not read it", Fix: "grant the identity CAN_USE on the project, or set Config.Host / PGHOST", Err: err}
+			return &ConfigError{Setting: setting, Problem: "the workspace identity may not read it", Fix: "grant the identity CAN_USE on the project, or set Config.Host / PGHOST", Err: err, detail: tokensource.Scrub(err.Error())}
 		}
 		return workspaceError(err, workspaceHost(c.Workspace), op)
 	}
@@ -172,6 +173,13 @@ func workspaceHost(w *databricks.WorkspaceClient) string {
 // must change: the workspace URL when it cannot be reached, the credentials
 // when the workspace refuses them, and otherwise the call that failed.
 func workspaceError(err error, host, op string) *ConfigError {
+	ce := classifyWorkspaceError(err, host, op)
+	// The SDK's error text can quote a response body: show it scrubbed.
+	ce.detail = tokensource.Scrub(err.Error())
+	return ce
+}
+
+func classifyWorkspaceError(err error, host, op string) *ConfigError {
 	where := "the workspace"
 	if host != "" {
 		where = "the workspace " + host

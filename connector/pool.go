@@ -118,9 +118,9 @@ func WithConnMaxIdleTime(d time.Duration) PoolOption {
 	return poolOptionFunc(func(p *PoolOptions) { p.MaxIdleTime = d })
 }
 
-// ResolvePoolOptions applies opts in order to the zero PoolOptions and fills
-// the defaults, as OpenDB does. Adapters use it to report what they opened.
-func ResolvePoolOptions(opts ...PoolOption) PoolOptions {
+// resolvePoolOptions applies opts in order to the zero PoolOptions and fills
+// the defaults.
+func resolvePoolOptions(opts ...PoolOption) PoolOptions {
 	var o PoolOptions
 	for _, opt := range opts {
 		if opt != nil {
@@ -166,7 +166,7 @@ func orZero[T int | time.Duration](v T) T {
 // With Config.Telemetry the pool's sql.DBStats metrics are registered and
 // unregistered when the returned DB is closed. Closing the DB closes c.
 func OpenDB(c *Connector, opts ...PoolOption) *sql.DB {
-	o := ResolvePoolOptions(opts...)
+	o := resolvePoolOptions(opts...)
 	var dc driver.Connector = c
 	if (o.MaxConnLifetime > 0 && o.LifetimeJitter > 0) || o.QueryExecMode != 0 {
 		d := &dbConnector{Connector: c, mode: o.QueryExecMode}

@@ -6,13 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lakebase-go/lakebase/internal/sdkclient"
 	"github.com/lakebase-go/lakebase/lakebasetest"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
@@ -325,4 +329,30 @@ func TestOnCloseRunsOutsideLock(t *testing.T) {
 		t.Fatal("OnClose callback deadlocked")
 	}
 	<-done
+}
+
+// TestLookupErrorsScrubbed: a workspace answering the host look-up with a
+// body that holds a token never puts it into New's error.
+func TestLookupErrorsScrubbed(t *testing.T) {
+	const secret = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0.LEAKED_SIGNATURE"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = io.WriteString(w, "<html>upstream token="+secret+"</html>")
+	}))
+	defer srv.Close()
+	w, err := sdkclient.PAT(srv.URL, "dapi-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(t.Context(), Config{Endpoint: "projects/p/branches/b/endpoints/e", User: "u", Workspace: w,
+		Logger: slog.New(slog.DiscardHandler), LookupEnv: envMap(nil)})
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("want a *ConfigError, got %v", err)
+	}
+	for _, s := range []string{err.Error(), fmt.Sprintf("%+v", err)} {
+		if strings.Contains(s, "LEAKED_SIGNATURE") || strings.Contains(s, "c2VjcmV0c2VjcmV0") {
+			t.Fatalf("the look-up error leaks the body's token: %s", s)
+		}
+	}
 }

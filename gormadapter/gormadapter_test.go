@@ -110,3 +110,40 @@ func TestAutoMigrateAndCRUDAcrossRotation(t *testing.T) {
 		t.Errorf("credential calls = %d, want rotation during the run", calls)
 	}
 }
+
+// TestOpenAppliesEveryOption: Open (not only OpenConfig) takes
+// WithPreferSimpleProtocol — no server-side prepared statements — and every
+// WithPoolOptions call.
+func TestOpenAppliesEveryOption(t *testing.T) {
+	e := lakebasetest.Start(t)
+	w, err := e.WorkspaceClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := connector.New(t.Context(), connector.Config{
+		Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(), User: e.ServicePrincipal(),
+		SSLRootCert: e.CAFile(), Workspace: w, LookupEnv: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gdb, err := Open(c, WithGormConfig(&gorm.Config{Logger: logger.Discard}), WithPreferSimpleProtocol(),
+		WithPoolOptions(connector.WithMaxOpenConns(5)), WithPoolOptions(connector.WithMaxOpenConns(1)))
+	if err != nil {
+		t.Fatalf("Open with WithPreferSimpleProtocol: %v", err)
+	}
+	sqlDB, _ := gdb.DB()
+	defer sqlDB.Close()
+	if got := sqlDB.Stats().MaxOpenConnections; got != 1 {
+		t.Errorf("MaxOpenConnections = %d, want 1 (every option applied, the last wins)", got)
+	}
+	var one, prepared int
+	if err := gdb.Raw("SELECT ?::int", 1).Scan(&one).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := gdb.Raw("SELECT count(*) FROM pg_prepared_statements").Scan(&prepared).Error; err != nil {
+		t.Fatal(err)
+	}
+	if prepared != 0 {
+		t.Errorf("%d prepared statements with the simple protocol, want 0", prepared)
+	}
+}

@@ -106,3 +106,18 @@ func TestCloseStopsRefresh(t *testing.T) {
 	goleak.VerifyNone(t, append(leaktest.Options(ignore), goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreAnyFunction("net/http.(*conn).serve"))...)
 }
+
+// TestOpenAppliesEveryPoolOption: Open takes connector pool options, all of
+// them, in order (no network: a static-password connector).
+func TestOpenAppliesEveryPoolOption(t *testing.T) {
+	c, err := connector.New(t.Context(), connector.Config{Host: "localhost", User: "u", Password: "p", SSLMode: "disable",
+		LookupEnv: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := Open(c, connector.PoolOptions{MaxOpenConns: 9}, connector.WithMaxOpenConns(2))
+	defer x.Close()
+	if got := x.Stats().MaxOpenConnections; got != 2 {
+		t.Errorf("MaxOpenConnections = %d, want 2", got)
+	}
+}

@@ -80,10 +80,6 @@ func Build(ctx context.Context, cfg *databricks.Config) (*Bounded, error) {
 // context and retried as the SDK does.
 func (b *Bounded) Release() { b.t.release() }
 
-// LastNetworkError returns the last network failure seen talking to the
-// workspace while bound, or nil.
-func (b *Bounded) LastNetworkError() error { return b.t.last() }
-
 // Cause returns err joined with the last network failure seen while bound
 // (if err does not already carry it), so that a caller whose ctx ended
 // learns why the workspace did not answer.
@@ -204,8 +200,6 @@ type NetworkError struct {
 func (e *NetworkError) Error() string {
 	var msg string
 	switch {
-	case e.Err == nil && e.ctxErr != nil:
-		return "the workspace did not answer before the deadline (" + e.ctxErr.Error() + ")"
 	case errors.Is(e.Err, syscall.ECONNREFUSED):
 		msg = "the workspace host refuses connections"
 	case isNotFound(e.Err):
