@@ -14,6 +14,7 @@ import (
 
 	"github.com/XSAM/otelsql"
 	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -75,12 +76,21 @@ type Config struct {
 	// "lakebase-go".
 	AppName string
 
-	// Workspace is the Databricks client used to mint tokens and to look up
-	// the host and user. Nil: databricks.NewWorkspaceClient(), which follows
-	// the SDK's unified authentication (DATABRICKS_HOST with
-	// DATABRICKS_CLIENT_ID/SECRET, a profile, ...). It is only created when
-	// needed.
+	// Workspace is a Databricks workspace client to mint tokens and look up
+	// the host and user with (its postgres, database and iam services are
+	// called). Nil: a client of the connector's own, built from
+	// WorkspaceConfig, with only those three services. It is only created
+	// when needed.
 	Workspace *databricks.WorkspaceClient
+
+	// WorkspaceConfig holds the Databricks SDK settings of the connector's
+	// own workspace client when Workspace is nil: host, auth type,
+	// credentials, profile, rate limit, HTTP transport. It is copied, never
+	// changed. Nil: the SDK's unified authentication from the environment
+	// and ~/.databrickscfg (DATABRICKS_HOST with DATABRICKS_CLIENT_ID/SECRET,
+	// DATABRICKS_TOKEN, DATABRICKS_CONFIG_PROFILE, ...). Setting both
+	// Workspace and WorkspaceConfig is an error.
+	WorkspaceConfig *config.Config
 
 	// TokenSource, if set, supplies the password instead of the workspace
 	// API. The connector does not close it. If it also implements
@@ -365,6 +375,9 @@ func withEnv(cfg Config) (resolved, error) {
 	}
 	if c.Endpoint != "" && !validEndpointName(c.Endpoint) {
 		return r, &ConfigError{Setting: "Endpoint (" + EnvEndpoint + ")", Problem: "not an endpoint resource name", Fix: `use the form "projects/{project}/branches/{branch}/endpoints/{endpoint}"`}
+	}
+	if c.Workspace != nil && c.WorkspaceConfig != nil {
+		return r, &ConfigError{Setting: "Workspace/WorkspaceConfig", Problem: "both are set", Fix: "pass either a workspace client or the SDK settings to build one from, not both"}
 	}
 	if c.Password != "" && c.TokenSource != nil {
 		return r, &ConfigError{Setting: "Password/TokenSource", Problem: "both are set", Fix: "set Password for native Postgres authentication or TokenSource for tokens, not both"}

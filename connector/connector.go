@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/XSAM/otelsql"
-	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.opentelemetry.io/otel/attribute"
@@ -42,7 +42,7 @@ type Connector struct {
 	logger *slog.Logger
 	cfg    resolved
 	login  *loginPolicy
-	lazy   *lazyWorkspace // the default workspace client, built on first use
+	ws     *workspace // the workspace client (nil when nothing is minted)
 
 	dsn string // the settings base was parsed from (placeholder password)
 
@@ -81,20 +81,26 @@ func New(ctx context.Context, cfg Config) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
-	built, err := lookup(ctx, &r)
-	if err != nil {
+	var ws *workspace
+	if r.Password == "" && r.TokenSource == nil || r.Host == "" || r.User == "" {
+		ws = newWorkspace(&r.Config)
+	}
+	if err := lookup(ctx, &r, ws); err != nil {
+		if ws != nil {
+			ws.close()
+		}
 		return nil, err
 	}
-	conn, err := build(&r, built)
-	if err != nil && built != nil {
-		built.Close()
+	conn, err := build(&r, ws)
+	if err != nil && ws != nil {
+		ws.close()
 	}
 	return conn, err
 }
 
 // build is the last stage of New: no network, no failure a look-up could
 // have prevented.
-func build(r *resolved, built *sdkclient.Bounded) (*Connector, error) {
+func build(r *resolved, ws *workspace) (*Connector, error) {
 	c := &r.Config
 	logger := c.Logger
 	tlsRes, err := sslmode.Configure(sslmode.Options{Mode: c.SSLMode, Host: c.Host, RootCertPEM: r.rootPEM, Logger: logger})
@@ -118,27 +124,23 @@ func build(r *resolved, built *sdkclient.Bounded) (*Connector, error) {
 		dsn:    dsn,
 		login:  newLoginPolicy(c),
 	}
-	if built != nil {
-		conn.onCloseFn = append(conn.onCloseFn, func() error { built.Close(); return nil })
-	}
-
 	switch {
 	case c.Password != "":
 	case c.TokenSource != nil:
 		conn.source = c.TokenSource
 	default:
-		var lazy *lazyWorkspace
-		if c.Workspace == nil {
-			lazy = &lazyWorkspace{}
-			conn.lazy = lazy
-			conn.onCloseFn = append(conn.onCloseFn, func() error { lazy.close(); return nil })
-		}
-		ts, err := newTokenSource(r, lazy)
+		ts, err := newTokenSource(r, ws)
 		if err != nil {
 			return nil, err
 		}
 		conn.source = ts
 		conn.owned = ts
+		conn.ws = ws
+	}
+	if ws != nil {
+		// Registered first, so it runs last: the token source's Close has
+		// cancelled its fetch by then (the workspace's close never waits).
+		conn.onCloseFn = append(conn.onCloseFn, func() error { ws.close(); return nil })
 	}
 	conn.cfg = *r
 
@@ -153,49 +155,55 @@ func build(r *resolved, built *sdkclient.Bounded) (*Connector, error) {
 	return conn, nil
 }
 
-// newTokenSource builds the Databricks fetcher and its cache.
-func newTokenSource(r *resolved, lazy *lazyWorkspace) (*tokensource.Cached, error) {
+// newTokenSource builds the Databricks fetcher and its cache. The fetcher
+// gets the workspace client on its first call (building the default one
+// then, if New did not need it) and binds the client's requests to each
+// fetch's ctx.
+func newTokenSource(r *resolved, ws *workspace) (*tokensource.Cached, error) {
 	c := &r.Config
 	var attrs []attribute.KeyValue
-	fetcher := func(w *databricks.WorkspaceClient) (tokensource.FetchFunc, error) {
+	fetcher := func(w *sdkclient.Client) (tokensource.FetchFunc, error) {
 		if c.Endpoint != "" {
-			return tokensource.EndpointFetcher(w, c.Endpoint, tokensource.EndpointOptions{TTL: c.TokenTTL})
+			return tokensource.EndpointFetcherFor(w.Postgres, c.Endpoint, tokensource.EndpointOptions{TTL: c.TokenTTL})
 		}
-		return tokensource.InstanceFetcher(w, c.Instance)
+		return tokensource.InstanceFetcherFor(w.Database, c.Instance)
 	}
 	if c.Endpoint != "" {
 		attrs = append(attrs, attribute.String("lakebase.endpoint", c.Endpoint))
 	} else {
 		attrs = append(attrs, attribute.String("lakebase.instance", c.Instance))
 	}
-	var fetch tokensource.FetchFunc
-	if lazy == nil {
-		f, err := fetcher(c.Workspace)
-		if err != nil {
+	if w := ws.built(); w != nil {
+		// Checks the endpoint or instance now (the client is there).
+		if _, err := fetcher(w); err != nil {
 			return nil, &ConfigError{Setting: "Endpoint/Instance", Problem: "cannot build the credential fetcher", Fix: "check the endpoint or instance name", Err: err}
 		}
-		fetch = f
-	} else {
-		var (
-			mu sync.Mutex
-			f  tokensource.FetchFunc
-		)
-		fetch = func(ctx context.Context) (tokensource.Token, error) {
-			w, err := lazy.get(ctx)
-			if err != nil {
-				return tokensource.Token{}, err
-			}
-			mu.Lock()
-			if f == nil {
-				f, err = fetcher(w)
-			}
-			cur := f
-			mu.Unlock()
-			if err != nil {
-				return tokensource.Token{}, err
-			}
-			return cur(ctx)
+	}
+	var (
+		mu sync.Mutex
+		f  tokensource.FetchFunc
+	)
+	fetch := func(ctx context.Context) (tokensource.Token, error) {
+		w, err := ws.get(ctx, "no token can be minted")
+		if err != nil {
+			return tokensource.Token{}, err
 		}
+		mu.Lock()
+		if f == nil {
+			f, err = fetcher(w)
+		}
+		cur := f
+		mu.Unlock()
+		if err != nil {
+			return tokensource.Token{}, err
+		}
+		unbind := w.Bind(ctx)
+		defer unbind()
+		tok, err := cur(ctx)
+		if err != nil && ctx.Err() != nil {
+			err = w.Cause(err)
+		}
+		return tok, err
 	}
 	opts := c.Token
 	if opts.Logger == nil {
@@ -345,35 +353,39 @@ func (c *Connector) TokenSource() tokensource.Source { return c.source }
 
 // Config returns the configuration New resolved: every field after the
 // environment fallbacks, the defaults and the workspace look-ups (Host, User,
-// Port, Database, SSLMode, Endpoint or Instance, and the Workspace client New
-// built when none was given). Its LookupEnv reads nothing, so a Config
-// derived from it and passed to New again (for example with another User and
-// TokenSource, as package peruser does) reproduces these settings without
-// reading the environment or calling the workspace for the host. Password and
-// TokenSource are those of the original Config.
+// Port, Database, SSLMode, Endpoint or Instance). Its LookupEnv reads
+// nothing, so a Config derived from it and passed to New again (for example
+// with another User and TokenSource, as package peruser does) reproduces
+// these settings without reading the environment or calling the workspace
+// for the host. Password, TokenSource, Workspace and WorkspaceConfig are
+// those of the original Config; WorkspaceConfig returns the workspace
+// settings in use.
 func (c *Connector) Config() Config {
 	cfg := c.cfg.Config
-	if cfg.Workspace == nil && c.lazy != nil {
-		cfg.Workspace = c.lazy.built()
-	}
 	cfg.LookupEnv = noEnv
 	cfg.RuntimeParams = maps.Clone(cfg.RuntimeParams)
 	return cfg
 }
 
-// Workspace returns the workspace client the connector mints tokens with.
-// When New did not need the workspace (Host and User were known) the
-// default client is built now, bounded by ctx like New's look-ups; errors
-// are *ConfigError values naming DATABRICKS_HOST. It returns nil, nil when
-// the connector mints nothing (Password or TokenSource).
-func (c *Connector) Workspace(ctx context.Context) (*databricks.WorkspaceClient, error) {
-	if c.cfg.Workspace != nil {
-		return c.cfg.Workspace, nil
-	}
-	if c.lazy == nil {
+// WorkspaceConfig returns the Databricks SDK configuration of the workspace
+// client the connector mints tokens with, resolved (host, auth type and
+// credentials as the SDK's unified authentication found them): a copy, so
+// changing it changes nothing here. A program that needs other workspace
+// APIs can build its own client from it, for example
+// databricks.NewWorkspaceClient((*databricks.Config)(cfg)). When New did not
+// need the workspace (Host and User were known) the default client is built
+// now, bounded by ctx like New's look-ups; errors are *ConfigError values
+// naming DATABRICKS_HOST. It returns nil, nil when the connector mints
+// nothing (Password or TokenSource).
+func (c *Connector) WorkspaceConfig(ctx context.Context) (*config.Config, error) {
+	if c.ws == nil {
 		return nil, nil
 	}
-	return c.lazy.get(ctx)
+	w, err := c.ws.get(ctx, "the workspace settings cannot be resolved")
+	if err != nil {
+		return nil, err
+	}
+	return w.Settings(), nil
 }
 
 // noEnv is a LookupEnv that finds nothing.

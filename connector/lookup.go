@@ -9,8 +9,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/apierr"
+	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/databricks/databricks-sdk-go/service/database"
 	"github.com/databricks/databricks-sdk-go/service/iam"
 	"github.com/databricks/databricks-sdk-go/service/postgres"
@@ -27,64 +27,44 @@ const EnvDatabricksHost = "DATABRICKS_HOST"
 // what is still missing (the host from the endpoint or instance, the user
 // from the workspace identity). With Host and User known it makes no call
 // at all. Every call is bounded by ctx, including building the default
-// workspace client. It returns the client it built, if any (still bound to
-// ctx until released).
-func lookup(ctx context.Context, r *resolved) (*sdkclient.Bounded, error) {
+// workspace client, and no lock is held across any of them.
+func lookup(ctx context.Context, r *resolved, ws *workspace) error {
 	c := &r.Config
 	if c.Host != "" && c.User != "" {
-		return nil, nil
+		return nil
 	}
-	var built *sdkclient.Bounded
-	if c.Workspace == nil {
-		b, err := sdkclient.Build(ctx, nil)
-		if err != nil {
-			return nil, workspaceError(err, "", "build the Databricks workspace client")
-		}
-		if b.Client.Config == nil || b.Client.Config.Host == "" {
-			b.Release()
-			b.Close()
-			return nil, &ConfigError{Setting: EnvDatabricksHost, Problem: "not set, and no Databricks profile provides a workspace URL, so " + missingWhat(c) + " cannot be looked up",
-				Fix: "set DATABRICKS_HOST (https://<workspace>.cloud.databricks.com) with credentials (DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET, DATABRICKS_TOKEN or a profile), or set Config.Host/PGHOST and Config.User/PGUSER"}
-		}
-		c.Workspace = b.Client
-		built = b
+	w, err := ws.get(ctx, missingWhat(c)+" cannot be looked up")
+	if err != nil {
+		return err
 	}
-	fail := func(err error) (*sdkclient.Bounded, error) {
-		if built != nil {
-			built.Release()
-			built.Close()
-		}
-		return nil, err
-	}
+	unbind := w.Bind(ctx)
+	defer unbind()
 	if c.Host == "" {
-		if err := lookupHost(ctx, r, built); err != nil {
-			return fail(err)
+		if err := lookupHost(ctx, r, w); err != nil {
+			return err
 		}
 	}
 	if c.User == "" {
 		var me *iam.User
-		err := bounded(ctx, built, func() (err error) {
-			me, err = c.Workspace.CurrentUser.Me(ctx, iam.MeRequest{})
+		err := bounded(ctx, w, func() (err error) {
+			me, err = w.CurrentUser.Me(ctx, iam.MeRequest{})
 			return err
 		})
 		if err != nil {
-			ce := workspaceError(err, workspaceHost(c.Workspace), "look up the Postgres role (GET /api/2.0/preview/scim/v2/Me)")
+			ce := workspaceError(err, w.Host(), "look up the Postgres role (GET /api/2.0/preview/scim/v2/Me)")
 			var ae *apierr.APIError
 			if errors.As(err, &ae) && ae.StatusCode != 401 {
 				ce = &ConfigError{Setting: "User (" + EnvUser + ")", Problem: "cannot look up the Postgres role from the workspace identity", Err: err, detail: tokensource.Scrub(err.Error()),
 					Fix: "set Config.User or PGUSER to your Databricks user email or service principal application id"}
 			}
-			return fail(ce)
+			return ce
 		}
 		if me == nil || me.UserName == "" {
-			return fail(&ConfigError{Setting: "User (" + EnvUser + ")", Problem: "the workspace returned no user name for its identity", Fix: "set Config.User or PGUSER to your Databricks user email or service principal application id"})
+			return &ConfigError{Setting: "User (" + EnvUser + ")", Problem: "the workspace returned no user name for its identity", Fix: "set Config.User or PGUSER to your Databricks user email or service principal application id"}
 		}
 		c.User = me.UserName
 	}
-	if built != nil {
-		built.Release()
-	}
-	return built, nil
+	return nil
 }
 
 func missingWhat(c *Config) string {
@@ -98,22 +78,22 @@ func missingWhat(c *Config) string {
 }
 
 // lookupHost fills Host from the endpoint or instance.
-func lookupHost(ctx context.Context, r *resolved, built *sdkclient.Bounded) error {
+func lookupHost(ctx context.Context, r *resolved, w *sdkclient.Client) error {
 	c := &r.Config
 	var (
 		host, pooled, setting, op string
 	)
-	err := bounded(ctx, built, func() error {
+	err := bounded(ctx, w, func() error {
 		if c.Endpoint != "" {
 			setting, op = "Endpoint ("+EnvEndpoint+")", "look up the endpoint's host (GET /api/2.0/postgres/"+c.Endpoint+")"
-			ep, err := c.Workspace.Postgres.GetEndpoint(ctx, postgres.GetEndpointRequest{Name: c.Endpoint})
+			ep, err := w.Postgres.GetEndpoint(ctx, postgres.GetEndpointRequest{Name: c.Endpoint})
 			if err == nil && ep != nil && ep.Status != nil && ep.Status.Hosts != nil {
 				host, pooled = ep.Status.Hosts.Host, ep.Status.Hosts.ReadWritePooledHost
 			}
 			return err
 		}
 		setting, op = "Instance ("+EnvInstance+")", "look up the instance's host"
-		inst, err := c.Workspace.Database.GetDatabaseInstance(ctx, database.GetDatabaseInstanceRequest{Name: c.Instance})
+		inst, err := w.Database.GetDatabaseInstance(ctx, database.GetDatabaseInstanceRequest{Name: c.Instance})
 		if err == nil && inst != nil {
 			host = inst.ReadWriteDns
 		}
@@ -122,12 +102,12 @@ func lookupHost(ctx context.Context, r *resolved, built *sdkclient.Bounded) erro
 	if err != nil {
 		var ae *apierr.APIError
 		if errors.As(err, &ae) && ae.StatusCode == 404 {
-			return &ConfigError{Setting: setting, Problem: "not found in the workspace " + workspaceHost(c.Workspace), Fix: "check the name (databricks postgres list-endpoints), or set Config.Host / PGHOST", Err: err, detail: tokensource.Scrub(err.Error())}
+			return &ConfigError{Setting: setting, Problem: "not found in the workspace " + w.Host(), Fix: "check the name (databricks postgres list-endpoints), or set Config.Host / PGHOST", Err: err, detail: tokensource.Scrub(err.Error())}
 		}
 		if errors.As(err, &ae) && ae.StatusCode == 403 {
 			return &ConfigError{Setting: setting, Problem: "the workspace identity may not read it", Fix: "grant the identity CAN_USE on the project, or set Config.Host / PGHOST", Err: err, detail: tokensource.Scrub(err.Error())}
 		}
-		return workspaceError(err, workspaceHost(c.Workspace), op)
+		return workspaceError(err, w.Host(), op)
 	}
 	if host == "" {
 		return &ConfigError{Setting: setting, Problem: "the workspace reported no host (is the compute running?)", Fix: "start the endpoint, or set Config.Host / PGHOST"}
@@ -140,33 +120,21 @@ func lookupHost(ctx context.Context, r *resolved, built *sdkclient.Bounded) erro
 }
 
 // bounded runs f and returns when it does or when ctx is done, whichever
-// comes first. A client this package built fails its requests at once after
-// ctx ends, so f returns soon after; a caller's own client may go on in
-// the background until the SDK gives up.
-func bounded(ctx context.Context, built *sdkclient.Bounded, f func() error) error {
+// comes first. A client this package built is bound to ctx and fails its
+// requests at once after ctx ends, so f returns soon after; a caller's own
+// client may go on in the background until the SDK gives up.
+func bounded(ctx context.Context, w *sdkclient.Client, f func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- f() }()
 	select {
 	case err := <-done:
-		if err != nil && built != nil {
-			err = built.Cause(err)
+		if err != nil && ctx.Err() != nil {
+			err = w.Cause(err)
 		}
 		return err
 	case <-ctx.Done():
-		err := ctx.Err()
-		if built != nil {
-			err = built.Cause(err)
-		}
-		return err
+		return w.Cause(ctx.Err())
 	}
-}
-
-// workspaceHost is the workspace URL of w, for messages.
-func workspaceHost(w *databricks.WorkspaceClient) string {
-	if w == nil || w.Config == nil {
-		return ""
-	}
-	return w.Config.Host
 }
 
 // workspaceError attributes a failed workspace call to the setting a user
@@ -220,47 +188,115 @@ func authTried(err error) string {
 	return ""
 }
 
-// lazyWorkspace builds the default workspace client on the first token
-// fetch, so that New makes no network call when Host and User are known.
-type lazyWorkspace struct {
-	mu sync.Mutex
-	b  *sdkclient.Bounded
+// workspace is the connector's workspace client: the caller's
+// (Config.Workspace), or one built from Config.WorkspaceConfig (nil: the
+// SDK's unified authentication) by the first call that needs it — a look-up
+// in New, else the first token fetch. One build runs at a time, bounded by
+// its caller's ctx and by close; no lock is held across it, so close never
+// waits on the network, and nothing is built after close.
+type workspace struct {
+	settings *config.Config // what to build from (nil: the environment)
+
+	ctx    context.Context // cancelled by close: ends a build in flight
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	c        *sdkclient.Client
+	own      bool          // c was built here: close closes it
+	building chan struct{} // closed when the build in flight ends
+	closed   bool
 }
 
-func (l *lazyWorkspace) get(ctx context.Context) (*databricks.WorkspaceClient, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b != nil {
-		return l.b.Client, nil
+func newWorkspace(c *Config) *workspace {
+	ctx, cancel := context.WithCancel(context.Background())
+	ws := &workspace{settings: c.WorkspaceConfig, ctx: ctx, cancel: cancel}
+	if c.Workspace != nil {
+		ws.c = sdkclient.FromWorkspace(c.Workspace)
 	}
-	b, err := sdkclient.Build(ctx, nil)
+	return ws
+}
+
+// get returns the client, building it if need be; why says what the
+// client is needed for, in the error for a workspace without a host.
+func (ws *workspace) get(ctx context.Context, why string) (*sdkclient.Client, error) {
+	for {
+		ws.mu.Lock()
+		switch {
+		case ws.closed:
+			ws.mu.Unlock()
+			return nil, fmt.Errorf("connector: %w", tokensource.ErrClosed)
+		case ws.c != nil:
+			c := ws.c
+			ws.mu.Unlock()
+			return c, nil
+		case ws.building != nil:
+			wait := ws.building
+			ws.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("connector: waiting for the workspace client to be built: %w", ctx.Err())
+			}
+		}
+		done := make(chan struct{})
+		ws.building = done
+		ws.mu.Unlock()
+
+		c, err := ws.build(ctx, why)
+		ws.mu.Lock()
+		ws.building = nil
+		close(done)
+		if err == nil && ws.closed {
+			c.Close()
+			c, err = nil, fmt.Errorf("connector: %w", tokensource.ErrClosed)
+		}
+		if err == nil {
+			ws.c, ws.own = c, true
+		}
+		ws.mu.Unlock()
+		return c, err
+	}
+}
+
+func (ws *workspace) build(ctx context.Context, why string) (*sdkclient.Client, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ws.ctx, cancel)
+	defer stop()
+	c, err := sdkclient.Build(ctx, ws.settings)
+	if ws.ctx.Err() != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, fmt.Errorf("connector: %w", tokensource.ErrClosed)
+	}
 	if err != nil {
 		return nil, workspaceError(err, "", "build the Databricks workspace client")
 	}
-	b.Release()
-	if b.Client.Config == nil || b.Client.Config.Host == "" {
-		b.Close()
-		return nil, &ConfigError{Setting: EnvDatabricksHost, Problem: "not set, and no Databricks profile provides a workspace URL, so no token can be minted",
-			Fix: "set DATABRICKS_HOST with credentials (DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET, DATABRICKS_TOKEN or a profile), or pass Config.Workspace"}
+	if c.Host() == "" {
+		c.Close()
+		return nil, &ConfigError{Setting: EnvDatabricksHost, Problem: "not set, and no Databricks profile provides a workspace URL, so " + why,
+			Fix: "set DATABRICKS_HOST (https://<workspace>.cloud.databricks.com) with credentials (DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET, DATABRICKS_TOKEN or a profile), set Config.Host/PGHOST and Config.User/PGUSER, or pass Config.Workspace"}
 	}
-	l.b = b
-	return b.Client, nil
+	return c, nil
 }
 
-// built returns the client if it has been built.
-func (l *lazyWorkspace) built() *databricks.WorkspaceClient {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b == nil {
-		return nil
-	}
-	return l.b.Client
+// built returns the client if there is one.
+func (ws *workspace) built() *sdkclient.Client {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.c
 }
 
-func (l *lazyWorkspace) close() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b != nil {
-		l.b.Close()
+// close ends a build in flight, refuses later builds and closes the idle
+// connections of a client built here. It does not wait.
+func (ws *workspace) close() {
+	ws.cancel()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.closed = true
+	if ws.own && ws.c != nil {
+		ws.c.Close()
 	}
 }

@@ -340,11 +340,7 @@ func TestLookupErrorsScrubbed(t *testing.T) {
 		_, _ = io.WriteString(w, "<html>upstream token="+secret+"</html>")
 	}))
 	defer srv.Close()
-	w, err := sdkclient.PAT(srv.URL, "dapi-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = New(t.Context(), Config{Endpoint: "projects/p/branches/b/endpoints/e", User: "u", Workspace: w,
+	_, err := New(t.Context(), Config{Endpoint: "projects/p/branches/b/endpoints/e", User: "u", WorkspaceConfig: sdkclient.PATConfig(srv.URL, "dapi-test", nil),
 		Logger: slog.New(slog.DiscardHandler), LookupEnv: envMap(nil)})
 	var ce *ConfigError
 	if !errors.As(err, &ce) {

@@ -4,14 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
-	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/config"
 
 	"github.com/lakebase-go/lakebase/connector"
-	"github.com/lakebase-go/lakebase/internal/sdkclient"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
@@ -117,25 +118,15 @@ func (c *dsnConnector) get(ctx context.Context) (*connector.Connector, error) {
 		return inner, err
 	}
 	cfg := c.dsn.Config
-	var profile *sdkclient.Bounded
 	if c.dsn.Profile != "" {
-		b, err := sdkclient.Build(ctx, &databricks.Config{Profile: c.dsn.Profile})
-		if err != nil {
-			return nil, &connector.ConfigError{Setting: "databricks_profile", Problem: "cannot build a workspace client from the profile", Fix: "check the profile name in ~/.databrickscfg and that its host can be reached", Err: err}
-		}
-		cfg.Workspace = b.Client
-		profile = b
+		cfg.WorkspaceConfig = &config.Config{Profile: c.dsn.Profile}
 	}
 	inner, err := connector.New(ctx, cfg)
-	if profile != nil {
-		profile.Release()
-		if err != nil {
-			profile.Close()
-		} else {
-			inner.OnClose(func() error { profile.Close(); return nil })
-		}
-	}
 	if err != nil {
+		var ce *connector.ConfigError
+		if c.dsn.Profile != "" && errors.As(err, &ce) && strings.HasPrefix(ce.Setting, connector.EnvDatabricksHost) {
+			return nil, &connector.ConfigError{Setting: "databricks_profile", Problem: "cannot use the workspace of the profile", Fix: "check the profile name in ~/.databrickscfg (or DATABRICKS_CONFIG_FILE), its credentials and that its host can be reached", Err: err}
+		}
 		return nil, err
 	}
 	c.mu.Lock()

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lakebase-go/lakebase/internal/sdkclient"
@@ -448,7 +449,9 @@ func (e *Emulator) ServicePrincipal() string { return servicePrincipal }
 func (e *Emulator) ServicePrincipalToken() string { return spBearer(e) }
 
 // WorkspaceClient returns an SDK client for the fake API acting as the
-// service principal.
+// service principal. It is a full *databricks.WorkspaceClient (every
+// service of the SDK); WorkspaceConfig is the lighter way in for
+// connector.Config.
 func (e *Emulator) WorkspaceClient() (*databricks.WorkspaceClient, error) {
 	return e.WorkspaceClientFor(spBearer(e))
 }
@@ -457,7 +460,21 @@ func (e *Emulator) WorkspaceClient() (*databricks.WorkspaceClient, error) {
 // Nothing is read from DATABRICKS_* variables or ~/.databrickscfg, and the
 // host-metadata lookup is skipped.
 func (e *Emulator) WorkspaceClientFor(bearer string) (*databricks.WorkspaceClient, error) {
-	return sdkclient.PAT(e.http.URL, bearer)
+	return databricks.NewWorkspaceClient((*databricks.Config)(e.WorkspaceConfigFor(bearer)))
+}
+
+// WorkspaceConfig returns the Databricks SDK settings of the fake API,
+// acting as the service principal, for connector.Config.WorkspaceConfig
+// (a new value on each call: the SDK resolves it in place).
+func (e *Emulator) WorkspaceConfig() *config.Config {
+	return e.WorkspaceConfigFor(spBearer(e))
+}
+
+// WorkspaceConfigFor is WorkspaceConfig with bearer: a PAT configuration
+// that reads nothing from DATABRICKS_* variables or ~/.databrickscfg and
+// skips the host-metadata lookup.
+func (e *Emulator) WorkspaceConfigFor(bearer string) *config.Config {
+	return sdkclient.PATConfig(e.http.URL, bearer, nil)
 }
 
 // AddUser adds a workspace user and its Postgres role; it returns the

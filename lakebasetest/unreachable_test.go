@@ -36,7 +36,7 @@ func TestSilentWorkspaceURL(t *testing.T) {
 		t.Errorf("read: want a timeout, got %v", err)
 	}
 	// Through the SDK, a call is bounded by the caller's ctx.
-	w, err := sdkclient.PAT(u, "dapi-x")
+	w, err := sdkclient.PAT(u, "dapi-x", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/config"
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/lakebase-go/lakebase/connector"
@@ -67,11 +69,12 @@ type Config struct {
 	DevFallbackToServicePrincipal bool
 	// NewUserWorkspace builds the workspace client that verifies a user's
 	// token and mints the user's credentials (one per verification or
-	// mint; nothing keeps it). Nil: a PAT client built only from the
-	// user's token and the service principal's resolved workspace host,
-	// reading nothing from the environment or profiles, on an HTTP
-	// transport shared by all users (the service principal client's
-	// transport when it set one).
+	// mint; nothing keeps it; its CurrentUser, Postgres and Database
+	// services are called). Nil: a light PAT client (only those three
+	// services) built from the user's token and the service principal's
+	// resolved workspace host, reading nothing from the environment or
+	// profiles, on an HTTP transport shared by all users (the service
+	// principal's workspace transport when its settings set one).
 	NewUserWorkspace func(host, accessToken string) (*databricks.WorkspaceClient, error)
 	// Clock drives the janitor, token and verification expiry. Nil: the
 	// system clock.
@@ -166,18 +169,17 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, logger: logger, clock: cfg.Clock, spConn: spConn, pools: map[string]*userPool{}, lru: list.New()}
 	rc := spConn.Config()
-	if rc.Workspace == nil && cfg.NewUserWorkspace == nil {
-		// The SP connector did not need the workspace at New (Host and
-		// User were given): build its client now, bounded by ctx, for the
-		// workspace host of user clients.
-		w, err := spConn.Workspace(ctx)
-		if err != nil {
+	var spWorkspace *config.Config
+	if cfg.NewUserWorkspace == nil {
+		// The workspace host of user clients is the service principal's
+		// (its client is built now, bounded by ctx, if New did not need
+		// it because Host and User were given).
+		if spWorkspace, err = spConn.WorkspaceConfig(ctx); err != nil {
 			_ = spConn.Close()
 			return nil, err
 		}
-		rc.Workspace = w
 	}
-	if err := m.deriveUserConfig(rc); err != nil {
+	if err := m.deriveUserConfig(rc, spWorkspace); err != nil {
 		_ = spConn.Close()
 		return nil, err
 	}
@@ -190,16 +192,16 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 }
 
 // deriveUserConfig builds the template of user configurations from the
-// service principal's resolved configuration.
-func (m *Manager) deriveUserConfig(r connector.Config) error {
+// service principal's resolved configuration and workspace settings.
+func (m *Manager) deriveUserConfig(r connector.Config, spWorkspace *config.Config) error {
 	if r.Endpoint == "" && r.Instance == "" {
 		return &connector.ConfigError{Setting: "peruser.Config.Base.Endpoint/Instance (" + connector.EnvEndpoint + "/" + connector.EnvInstance + ")",
 			Problem: "user pools need an endpoint or instance to mint users' credentials, and the service principal's configuration has neither",
 			Fix:     "set Base.Endpoint or LAKEBASE_ENDPOINT (or Base.Instance / LAKEBASE_INSTANCE)"}
 	}
-	if r.Workspace != nil && r.Workspace.Config != nil {
-		m.host = r.Workspace.Config.Host
-		m.transport = r.Workspace.Config.HTTPTransport
+	if spWorkspace != nil {
+		m.host = spWorkspace.Host
+		m.transport = spWorkspace.HTTPTransport
 	}
 	if m.host == "" && m.cfg.NewUserWorkspace == nil {
 		return &connector.ConfigError{Setting: "peruser.Config.Base.Workspace (DATABRICKS_HOST)",
@@ -211,7 +213,7 @@ func (m *Manager) deriveUserConfig(r connector.Config) error {
 		m.transport = m.ownTrans
 	}
 	u := r
-	u.User, u.Password, u.TokenSource, u.Workspace = "", "", nil, nil
+	u.User, u.Password, u.TokenSource, u.Workspace, u.WorkspaceConfig = "", "", nil, nil, nil
 	u.Logger = m.logger.With(slog.String("lakebase.auth_mode", string(OnBehalfOfUser)))
 	m.user = u
 
@@ -242,15 +244,20 @@ func (m *Manager) deriveUserConfig(r connector.Config) error {
 }
 
 // userClient builds a workspace client for a user's access token.
-func (m *Manager) userClient(accessToken string) (*databricks.WorkspaceClient, error) {
+func (m *Manager) userClient(accessToken string) (*sdkclient.Client, error) {
 	var (
-		w   *databricks.WorkspaceClient
+		w   *sdkclient.Client
 		err error
 	)
 	if m.cfg.NewUserWorkspace != nil {
-		w, err = m.cfg.NewUserWorkspace(m.host, accessToken)
+		var full *databricks.WorkspaceClient
+		full, err = m.cfg.NewUserWorkspace(m.host, accessToken)
+		w = sdkclient.FromWorkspace(full)
+		if err == nil && w == nil {
+			err = errors.New("NewUserWorkspace returned no client")
+		}
 	} else {
-		w, err = sdkclient.PATWithTransport(m.host, accessToken, m.transport)
+		w, err = sdkclient.PAT(m.host, accessToken, m.transport)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("peruser: user workspace client: %w", scrubbed(err, accessToken))
@@ -268,9 +275,9 @@ func (m *Manager) fetcher(accessToken string) tokensource.FetchFunc {
 		}
 		var fetch tokensource.FetchFunc
 		if m.user.Instance != "" {
-			fetch, err = tokensource.InstanceFetcher(w, m.user.Instance)
+			fetch, err = tokensource.InstanceFetcherFor(w.Database, m.user.Instance)
 		} else {
-			fetch, err = tokensource.EndpointFetcher(w, m.user.Endpoint, tokensource.EndpointOptions{TTL: m.user.TokenTTL})
+			fetch, err = tokensource.EndpointFetcherFor(w.Postgres, m.user.Endpoint, tokensource.EndpointOptions{TTL: m.user.TokenTTL})
 		}
 		if err != nil {
 			return tokensource.Token{}, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -71,12 +72,39 @@ type EndpointOptions struct {
 	Claims []postgres.RequestedClaims
 }
 
+// EndpointAPI is the call EndpointFetcherFor makes: the SDK's
+// postgres.PostgresInterface (w.Postgres of a *databricks.WorkspaceClient,
+// or postgres.NewPostgres of an SDK client) has it.
+type EndpointAPI interface {
+	GenerateDatabaseCredential(ctx context.Context, request postgres.GenerateDatabaseCredentialRequest) (*postgres.DatabaseCredential, error)
+}
+
+// InstanceAPI is the call InstanceFetcherFor makes: the SDK's
+// database.DatabaseInterface (w.Database, or database.NewDatabase of an SDK
+// client) has it.
+type InstanceAPI interface {
+	GenerateDatabaseCredential(ctx context.Context, request database.GenerateDatabaseCredentialRequest) (*database.DatabaseCredential, error)
+}
+
 // EndpointFetcher mints credentials for an autoscaling endpoint
 // ("projects/{p}/branches/{b}/endpoints/{e}") with
-// w.Postgres.GenerateDatabaseCredential.
+// w.Postgres.GenerateDatabaseCredential. It is EndpointFetcherFor(w.Postgres,
+// ...). Passing a client costs nothing extra; building one with
+// databricks.NewWorkspaceClient links every service of the SDK into the
+// program, so a program that has none can pass postgres.NewPostgres of an
+// SDK client (github.com/databricks/databricks-sdk-go/client) to
+// EndpointFetcherFor instead.
 func EndpointFetcher(w *databricks.WorkspaceClient, endpoint string, opts EndpointOptions) (FetchFunc, error) {
 	if w == nil {
 		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass a *databricks.WorkspaceClient"}
+	}
+	return EndpointFetcherFor(w.Postgres, endpoint, opts)
+}
+
+// EndpointFetcherFor is EndpointFetcher with only the credential call.
+func EndpointFetcherFor(api EndpointAPI, endpoint string, opts EndpointOptions) (FetchFunc, error) {
+	if isNil(api) {
+		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass the SDK's postgres service (w.Postgres)"}
 	}
 	if strings.TrimSpace(endpoint) == "" {
 		return nil, &ConfigError{Setting: "endpoint", Problem: "empty", Fix: `use "projects/{project}/branches/{branch}/endpoints/{endpoint}"`}
@@ -99,7 +127,7 @@ func EndpointFetcher(w *databricks.WorkspaceClient, endpoint string, opts Endpoi
 		req.Claims = append(append([]postgres.RequestedClaims(nil), req.Claims...), claim)
 	}
 	return func(ctx context.Context) (Token, error) {
-		cred, err := w.Postgres.GenerateDatabaseCredential(ctx, req)
+		cred, err := api.GenerateDatabaseCredential(ctx, req)
 		if err != nil {
 			return Token{}, scrubErr(err)
 		}
@@ -119,16 +147,24 @@ func parseEndpointCredential(cred *postgres.DatabaseCredential) (Token, error) {
 
 // InstanceFetcher mints credentials for a provisioned database instance
 // with w.Database.GenerateDatabaseCredential, parsing its RFC 3339
-// expiration_time.
+// expiration_time. It is InstanceFetcherFor(w.Database, instance).
 func InstanceFetcher(w *databricks.WorkspaceClient, instance string) (FetchFunc, error) {
 	if w == nil {
 		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass a *databricks.WorkspaceClient"}
+	}
+	return InstanceFetcherFor(w.Database, instance)
+}
+
+// InstanceFetcherFor is InstanceFetcher with only the credential call.
+func InstanceFetcherFor(api InstanceAPI, instance string) (FetchFunc, error) {
+	if isNil(api) {
+		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass the SDK's database service (w.Database)"}
 	}
 	if strings.TrimSpace(instance) == "" {
 		return nil, &ConfigError{Setting: "instance", Problem: "empty", Fix: "use the database instance name"}
 	}
 	return func(ctx context.Context) (Token, error) {
-		cred, err := w.Database.GenerateDatabaseCredential(ctx, database.GenerateDatabaseCredentialRequest{InstanceNames: []string{instance}})
+		cred, err := api.GenerateDatabaseCredential(ctx, database.GenerateDatabaseCredentialRequest{InstanceNames: []string{instance}})
 		if err != nil {
 			return Token{}, scrubErr(err)
 		}
@@ -152,4 +188,13 @@ func parseInstanceCredential(cred *database.DatabaseCredential) (Token, error) {
 		return Token{}, &ValidationError{Field: "expiration_time", Reason: "cannot be parsed"}
 	}
 	return Token{Value: cred.Token, Expiry: exp}, nil
+}
+
+// isNil reports whether an interface holds nothing or a nil pointer.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
