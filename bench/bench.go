@@ -92,7 +92,7 @@ func (env *Env) fetcher() (tokensource.FetchFunc, error) {
 	if err != nil {
 		return nil, err
 	}
-	return tokensource.EndpointFetcher(w, env.E.Endpoint(), tokensource.EndpointOptions{})
+	return tokensource.EndpointFetcher(w.Postgres, env.E.Endpoint(), tokensource.EndpointOptions{})
 }
 
 // Connector builds the driver.Connector of kind k; closing it releases
@@ -101,12 +101,9 @@ func (env *Env) Connector(ctx context.Context, k Kind) (driver.Connector, func()
 	e := env.E
 	switch k {
 	case Eager, Lazy, EagerOTel:
-		w, err := e.WorkspaceClient()
-		if err != nil {
-			return nil, nil, err
-		}
+		w := e.WorkspaceConfig()
 		cfg := connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(),
-			User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w,
+			User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), WorkspaceConfig: w,
 			Logger:    slog.New(slog.DiscardHandler),
 			LookupEnv: func(string) (string, bool) { return "", false }}
 		if k == Lazy {
@@ -181,13 +178,10 @@ func (f fetchSource) Token(ctx context.Context) (tokensource.Token, error) { ret
 // its first token).
 func (env *Env) connectorWith(ctx context.Context, opts tokensource.Options) (driver.Connector, func(), error) {
 	e := env.E
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		return nil, nil, err
-	}
+	w := e.WorkspaceConfig()
 	opts.Logger = slog.New(slog.DiscardHandler)
 	c, err := connector.New(ctx, connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(),
-		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w, Token: opts,
+		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), WorkspaceConfig: w, Token: opts,
 		Logger: slog.New(slog.DiscardHandler), LookupEnv: func(string) (string, bool) { return "", false }})
 	if err != nil {
 		return nil, nil, err

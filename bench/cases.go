@@ -33,12 +33,9 @@ import (
 // environment, quiet logs.
 func (env *Env) connectorConfig() (connector.Config, error) {
 	e := env.E
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		return connector.Config{}, err
-	}
+	w := e.WorkspaceConfig()
 	return connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(),
-		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w,
+		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), WorkspaceConfig: w,
 		Logger:    slog.New(slog.DiscardHandler),
 		LookupEnv: func(string) (string, bool) { return "", false }}, nil
 }
@@ -371,12 +368,9 @@ func (env *Env) userCase(ctx context.Context, o Options) ([]Row, error) {
 	}
 	defer m.Close()
 	plainConfig := func(email, tok string) (connector.Config, error) {
-		w, err := e.WorkspaceClientFor(tok)
-		if err != nil {
-			return connector.Config{}, err
-		}
+		w := e.WorkspaceConfigFor(tok)
 		cfg := base
-		cfg.Workspace, cfg.User = w, email
+		cfg.WorkspaceConfig, cfg.User = w, email
 		cfg.Token = tokensource.Options{Mode: tokensource.Lazy}
 		return cfg, nil
 	}
@@ -508,7 +502,8 @@ func (env *Env) refusedCase(ctx context.Context, o Options) ([]Row, error) {
 	name := fmt.Sprintf("11. refused logins (role missing): %d sequential + %d concurrent attempts", o.Refused, o.Refused)
 	const email = "norole@example.com"
 	bearer := e.AddIdentityWithoutRole(email)
-	w, err := e.WorkspaceClientFor(bearer)
+	w := e.WorkspaceConfigFor(bearer)
+	full, err := e.WorkspaceClientFor(bearer) // the docs sample's client
 	if err != nil {
 		return nil, err
 	}
@@ -556,7 +551,7 @@ func (env *Env) refusedCase(ctx context.Context, o Options) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Workspace, cfg.User = w, email
+	cfg.WorkspaceConfig, cfg.User = w, email
 	e.ResetCalls()
 	c, err := connector.New(ctx, cfg)
 	if err != nil {
@@ -592,7 +587,7 @@ func (env *Env) refusedCase(ctx context.Context, o Options) ([]Row, error) {
 	}
 	base.User = email
 	mint := stdlib.GetConnector(*base, stdlib.OptionBeforeConnect(func(ctx context.Context, cc *pgx.ConnConfig) error {
-		cred, err := w.Postgres.GenerateDatabaseCredential(ctx, postgres.GenerateDatabaseCredentialRequest{Endpoint: e.Endpoint()})
+		cred, err := full.Postgres.GenerateDatabaseCredential(ctx, postgres.GenerateDatabaseCredentialRequest{Endpoint: e.Endpoint()})
 		if err != nil {
 			return err
 		}

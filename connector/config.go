@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/XSAM/otelsql"
-	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/metric"
@@ -76,12 +75,12 @@ type Config struct {
 	// "lakebase-go".
 	AppName string
 
-	// Workspace is a Databricks workspace client to mint tokens and look up
-	// the host and user with (its postgres, database and iam services are
-	// called). Nil: a client of the connector's own, built from
-	// WorkspaceConfig, with only those three services. It is only created
-	// when needed.
-	Workspace *databricks.WorkspaceClient
+	// Workspace is a workspace client of the caller's to mint tokens and
+	// look up the host and user with, for example the services of a
+	// *databricks.WorkspaceClient (see Workspace). Nil: a client of the
+	// connector's own, built from WorkspaceConfig with only the services it
+	// calls. It is only created when needed.
+	Workspace *Workspace
 
 	// WorkspaceConfig holds the Databricks SDK settings of the connector's
 	// own workspace client when Workspace is nil: host, auth type,

@@ -164,9 +164,9 @@ func newTokenSource(r *resolved, ws *workspace) (*tokensource.Cached, error) {
 	var attrs []attribute.KeyValue
 	fetcher := func(w *sdkclient.Client) (tokensource.FetchFunc, error) {
 		if c.Endpoint != "" {
-			return tokensource.EndpointFetcherFor(w.Postgres, c.Endpoint, tokensource.EndpointOptions{TTL: c.TokenTTL})
+			return tokensource.EndpointFetcher(w.Postgres, c.Endpoint, tokensource.EndpointOptions{TTL: c.TokenTTL})
 		}
-		return tokensource.InstanceFetcherFor(w.Database, c.Instance)
+		return tokensource.InstanceFetcher(w.Database, c.Instance)
 	}
 	if c.Endpoint != "" {
 		attrs = append(attrs, attribute.String("lakebase.endpoint", c.Endpoint))

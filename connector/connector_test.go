@@ -64,24 +64,21 @@ func fastRotation() tokensource.Options {
 // environment at all.
 func baseConfig(t *testing.T, e *lakebasetest.Emulator, logs *syncBuffer) Config {
 	t.Helper()
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfig()
 	var logger *slog.Logger
 	if logs != nil {
 		logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return Config{
-		Endpoint:    e.Endpoint(),
-		Host:        e.Host(),
-		Port:        e.Port(),
-		Database:    e.Database(),
-		User:        e.ServicePrincipal(),
-		SSLRootCert: e.CAFile(),
-		Workspace:   w,
-		Logger:      logger,
-		LookupEnv:   envMap(nil),
+		Endpoint:        e.Endpoint(),
+		Host:            e.Host(),
+		Port:            e.Port(),
+		Database:        e.Database(),
+		User:            e.ServicePrincipal(),
+		SSLRootCert:     e.CAFile(),
+		WorkspaceConfig: w,
+		Logger:          logger,
+		LookupEnv:       envMap(nil),
 	}
 }
 
@@ -199,12 +196,9 @@ func TestRevokedTokenRecoveredByForcedRefresh(t *testing.T) {
 func TestUserWithoutRoleGetsGuidance(t *testing.T) {
 	e := lakebasetest.Start(t)
 	bearer := e.AddIdentityWithoutRole("nobody@example.com")
-	w, err := e.WorkspaceClientFor(bearer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfigFor(bearer)
 	cfg := baseConfig(t, e, nil)
-	cfg.Workspace = w
+	cfg.WorkspaceConfig = w
 	cfg.User = "" // looked up through Me
 	c := mustNew(t, cfg)
 	if c.Role() != "nobody@example.com" {
@@ -212,7 +206,7 @@ func TestUserWithoutRoleGetsGuidance(t *testing.T) {
 	}
 	db := sql.OpenDB(c)
 	defer db.Close()
-	err = db.PingContext(t.Context())
+	err := db.PingContext(t.Context())
 	var le *LoginError
 	if !errors.As(err, &le) {
 		t.Fatalf("want *LoginError, got %v", err)
@@ -281,12 +275,9 @@ func TestHostAndUserGivenMakeNoWorkspaceCall(t *testing.T) {
 
 func TestEnvironmentOnly(t *testing.T) {
 	e := lakebasetest.Start(t)
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfig()
 	env := e.Env()
-	c := mustNew(t, Config{Workspace: w, LookupEnv: envMap(env)})
+	c := mustNew(t, Config{WorkspaceConfig: w, LookupEnv: envMap(env)})
 	db := sql.OpenDB(c)
 	defer db.Close()
 	if got := currentUser(t, db); got != e.ServicePrincipal() {

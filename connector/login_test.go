@@ -58,13 +58,10 @@ func attempts(t *testing.T, c *Connector) []error {
 func TestMissingRoleMintsNothing(t *testing.T) {
 	e := lakebasetest.Start(t)
 	bearer := e.AddIdentityWithoutRole("ghost@example.com")
-	w, err := e.WorkspaceClientFor(bearer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfigFor(bearer)
 	logs := &syncBuffer{}
 	cfg := baseConfig(t, e, logs)
-	cfg.Workspace, cfg.User = w, "ghost@example.com"
+	cfg.WorkspaceConfig, cfg.User = w, "ghost@example.com"
 	cfg.Token.Mode = tokensource.Lazy
 	c := mustNew(t, cfg)
 	defer c.Close()

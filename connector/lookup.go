@@ -211,7 +211,8 @@ func newWorkspace(c *Config) *workspace {
 	ctx, cancel := context.WithCancel(context.Background())
 	ws := &workspace{settings: c.WorkspaceConfig, ctx: ctx, cancel: cancel}
 	if c.Workspace != nil {
-		ws.c = sdkclient.FromWorkspace(c.Workspace)
+		w := c.Workspace
+		ws.c = sdkclient.FromServices(w.Config, w.Postgres, w.Database, w.CurrentUser)
 	}
 	return ws
 }

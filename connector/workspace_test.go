@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"github.com/databricks/databricks-sdk-go/config"
+	"github.com/databricks/databricks-sdk-go/service/database"
+	"github.com/databricks/databricks-sdk-go/service/iam"
+	"github.com/databricks/databricks-sdk-go/service/postgres"
 	"go.uber.org/goleak"
 
 	"github.com/lakebase-go/lakebase/internal/leaktest"
@@ -269,7 +272,8 @@ func TestWorkspaceConfigPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = New(t.Context(), Config{Endpoint: e.Endpoint(), Workspace: w, WorkspaceConfig: e.WorkspaceConfig(), LookupEnv: envMap(nil)})
+	_, err = New(t.Context(), Config{Endpoint: e.Endpoint(), LookupEnv: envMap(nil), WorkspaceConfig: e.WorkspaceConfig(),
+		Workspace: &Workspace{Config: w.Config, Postgres: w.Postgres, Database: w.Database, CurrentUser: w.CurrentUser}})
 	var ce *ConfigError
 	if !errors.As(err, &ce) || ce.Setting != "Workspace/WorkspaceConfig" {
 		t.Errorf("both set: want a *ConfigError for Workspace/WorkspaceConfig, got %v", err)
@@ -316,3 +320,11 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// The SDK's own service interfaces satisfy the connector's narrow ones, so
+// the services of a *databricks.WorkspaceClient can be passed as they are.
+var (
+	_ PostgresAPI    = postgres.PostgresInterface(nil)
+	_ DatabaseAPI    = database.DatabaseInterface(nil)
+	_ CurrentUserAPI = iam.CurrentUserInterface(nil)
+)

@@ -70,13 +70,10 @@ func TestFailedOpenClosesTheDB(t *testing.T) {
 
 func TestAutoMigrateAndCRUDAcrossRotation(t *testing.T) {
 	e := lakebasetest.Start(t, lakebasetest.WithMinTTL(time.Second), lakebasetest.WithTTL(2*time.Second))
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfig()
 	gdb, err := OpenConfig(t.Context(), connector.Config{
 		Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(), User: e.ServicePrincipal(),
-		SSLRootCert: e.CAFile(), Workspace: w, LookupEnv: func(string) (string, bool) { return "", false },
+		SSLRootCert: e.CAFile(), WorkspaceConfig: w, LookupEnv: func(string) (string, bool) { return "", false },
 		Token: tokensource.Options{EarlyRefresh: time.Second, SafetyMargin: 300 * time.Millisecond, BackgroundRetryMin: 200 * time.Millisecond},
 	}, WithGormConfig(&gorm.Config{Logger: logger.Discard}), WithPoolOptions(connector.PoolOptions{MaxIdleConns: -1}), WithPreferSimpleProtocol())
 	if err != nil {
@@ -116,13 +113,10 @@ func TestAutoMigrateAndCRUDAcrossRotation(t *testing.T) {
 // WithPoolOptions call.
 func TestOpenAppliesEveryOption(t *testing.T) {
 	e := lakebasetest.Start(t)
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfig()
 	c, err := connector.New(t.Context(), connector.Config{
 		Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(), User: e.ServicePrincipal(),
-		SSLRootCert: e.CAFile(), Workspace: w, LookupEnv: func(string) (string, bool) { return "", false }})
+		SSLRootCert: e.CAFile(), WorkspaceConfig: w, LookupEnv: func(string) (string, bool) { return "", false }})
 	if err != nil {
 		t.Fatal(err)
 	}

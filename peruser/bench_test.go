@@ -36,12 +36,9 @@ func benchManager(b *testing.B, cfg peruser.Config) (*lakebasetest.Emulator, *pe
 // user's own workspace client: the baseline without this package.
 func plainUserConfig(b *testing.B, e *lakebasetest.Emulator, email, tok string) connector.Config {
 	b.Helper()
-	w, err := e.WorkspaceClientFor(tok)
-	if err != nil {
-		b.Fatal(err)
-	}
+	w := e.WorkspaceConfigFor(tok)
 	return connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(), User: email,
-		SSLRootCert: e.CAFile(), Workspace: w, Logger: slog.New(slog.DiscardHandler), Token: tokensource.Options{Mode: tokensource.Lazy},
+		SSLRootCert: e.CAFile(), WorkspaceConfig: w, Logger: slog.New(slog.DiscardHandler), Token: tokensource.Options{Mode: tokensource.Lazy},
 		LookupEnv: func(string) (string, bool) { return "", false }}
 }
 

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/config"
 	"go.opentelemetry.io/otel/attribute"
 
@@ -75,7 +74,8 @@ type Config struct {
 	// resolved workspace host, reading nothing from the environment or
 	// profiles, on an HTTP transport shared by all users (the service
 	// principal's workspace transport when its settings set one).
-	NewUserWorkspace func(host, accessToken string) (*databricks.WorkspaceClient, error)
+	// For a full SDK client w, return connector.FromWorkspaceClient(w).
+	NewUserWorkspace func(host, accessToken string) (*connector.Workspace, error)
 	// Clock drives the janitor, token and verification expiry. Nil: the
 	// system clock.
 	Clock tokensource.Clock
@@ -250,11 +250,13 @@ func (m *Manager) userClient(accessToken string) (*sdkclient.Client, error) {
 		err error
 	)
 	if m.cfg.NewUserWorkspace != nil {
-		var full *databricks.WorkspaceClient
-		full, err = m.cfg.NewUserWorkspace(m.host, accessToken)
-		w = sdkclient.FromWorkspace(full)
-		if err == nil && w == nil {
+		var uw *connector.Workspace
+		uw, err = m.cfg.NewUserWorkspace(m.host, accessToken)
+		if err == nil && uw == nil {
 			err = errors.New("NewUserWorkspace returned no client")
+		}
+		if err == nil {
+			w = sdkclient.FromServices(uw.Config, uw.Postgres, uw.Database, uw.CurrentUser)
 		}
 	} else {
 		w, err = sdkclient.PAT(m.host, accessToken, m.transport)
@@ -275,9 +277,9 @@ func (m *Manager) fetcher(accessToken string) tokensource.FetchFunc {
 		}
 		var fetch tokensource.FetchFunc
 		if m.user.Instance != "" {
-			fetch, err = tokensource.InstanceFetcherFor(w.Database, m.user.Instance)
+			fetch, err = tokensource.InstanceFetcher(w.Database, m.user.Instance)
 		} else {
-			fetch, err = tokensource.EndpointFetcherFor(w.Postgres, m.user.Endpoint, tokensource.EndpointOptions{TTL: m.user.TokenTTL})
+			fetch, err = tokensource.EndpointFetcher(w.Postgres, m.user.Endpoint, tokensource.EndpointOptions{TTL: m.user.TokenTTL})
 		}
 		if err != nil {
 			return tokensource.Token{}, err

@@ -35,16 +35,13 @@ func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock()
 
 func base(t testing.TB, e *lakebasetest.Emulator, logs *logBuf) connector.Config {
 	t.Helper()
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfig()
 	var logger *slog.Logger
 	if logs != nil {
 		logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(),
-		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w, Logger: logger,
+		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), WorkspaceConfig: w, Logger: logger,
 		LookupEnv: func(string) (string, bool) { return "", false }}
 }
 

@@ -60,8 +60,8 @@ func TestUserClientsShareTheTransport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if w.Config.HTTPTransport != tr {
-			t.Fatalf("client for %s has transport %T %p, want the shared %p", tok, w.Config.HTTPTransport, w.Config.HTTPTransport, tr)
+		if got := w.Settings().HTTPTransport; got != tr {
+			t.Fatalf("client for %s is built on transport %T %p, want the shared %p", tok, got, got, tr)
 		}
 		if w.Config.Host != m.host || w.Config.Token != tok {
 			t.Fatalf("client config host %q", w.Config.Host)

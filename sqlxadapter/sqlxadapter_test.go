@@ -50,16 +50,13 @@ type todo struct {
 
 func TestAcrossTokenRotation(t *testing.T) {
 	e := lakebasetest.Start(t, lakebasetest.WithMinTTL(time.Second), lakebasetest.WithTTL(2*time.Second))
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfig()
 	if err := e.AdminExec(t.Context(), fmt.Sprintf(`CREATE TABLE todos (id bigserial PRIMARY KEY, title text); GRANT ALL ON todos, todos_id_seq TO "%s"`, e.ServicePrincipal())); err != nil {
 		t.Fatal(err)
 	}
 	x, err := OpenConfig(t.Context(), connector.Config{
 		Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(), User: e.ServicePrincipal(),
-		SSLRootCert: e.CAFile(), Workspace: w, LookupEnv: func(string) (string, bool) { return "", false },
+		SSLRootCert: e.CAFile(), WorkspaceConfig: w, LookupEnv: func(string) (string, bool) { return "", false },
 		Token: tokensource.Options{EarlyRefresh: time.Second, SafetyMargin: 300 * time.Millisecond, BackgroundRetryMin: 200 * time.Millisecond},
 	}, connector.PoolOptions{MaxIdleConns: -1})
 	if err != nil {
@@ -90,10 +87,10 @@ func TestAcrossTokenRotation(t *testing.T) {
 
 func TestCloseStopsRefresh(t *testing.T) {
 	e := lakebasetest.Start(t)
-	w, _ := e.WorkspaceClient()
+	w := e.WorkspaceConfig()
 	ignore := goleak.IgnoreCurrent()
 	x, err := OpenConfig(t.Context(), connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), User: e.ServicePrincipal(),
-		SSLRootCert: e.CAFile(), Workspace: w, LookupEnv: func(string) (string, bool) { return "", false }})
+		SSLRootCert: e.CAFile(), WorkspaceConfig: w, LookupEnv: func(string) (string, bool) { return "", false }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/common/types/duration"
 	"github.com/databricks/databricks-sdk-go/service/database"
 	"github.com/databricks/databricks-sdk-go/service/postgres"
@@ -72,39 +71,28 @@ type EndpointOptions struct {
 	Claims []postgres.RequestedClaims
 }
 
-// EndpointAPI is the call EndpointFetcherFor makes: the SDK's
-// postgres.PostgresInterface (w.Postgres of a *databricks.WorkspaceClient,
-// or postgres.NewPostgres of an SDK client) has it.
+// EndpointAPI is the call EndpointFetcher makes: the SDK's
+// postgres.PostgresInterface has it — w.Postgres of a
+// *databricks.WorkspaceClient, or postgres.NewPostgres of a client from the
+// SDK's client package (which links only that service, not the SDK's
+// hundred others).
 type EndpointAPI interface {
 	GenerateDatabaseCredential(ctx context.Context, request postgres.GenerateDatabaseCredentialRequest) (*postgres.DatabaseCredential, error)
 }
 
-// InstanceAPI is the call InstanceFetcherFor makes: the SDK's
-// database.DatabaseInterface (w.Database, or database.NewDatabase of an SDK
-// client) has it.
+// InstanceAPI is the call InstanceFetcher makes: the SDK's
+// database.DatabaseInterface has it (w.Database, or database.NewDatabase of
+// an SDK client).
 type InstanceAPI interface {
 	GenerateDatabaseCredential(ctx context.Context, request database.GenerateDatabaseCredentialRequest) (*database.DatabaseCredential, error)
 }
 
 // EndpointFetcher mints credentials for an autoscaling endpoint
 // ("projects/{p}/branches/{b}/endpoints/{e}") with
-// w.Postgres.GenerateDatabaseCredential. It is EndpointFetcherFor(w.Postgres,
-// ...). Passing a client costs nothing extra; building one with
-// databricks.NewWorkspaceClient links every service of the SDK into the
-// program, so a program that has none can pass postgres.NewPostgres of an
-// SDK client (github.com/databricks/databricks-sdk-go/client) to
-// EndpointFetcherFor instead.
-func EndpointFetcher(w *databricks.WorkspaceClient, endpoint string, opts EndpointOptions) (FetchFunc, error) {
-	if w == nil {
-		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass a *databricks.WorkspaceClient"}
-	}
-	return EndpointFetcherFor(w.Postgres, endpoint, opts)
-}
-
-// EndpointFetcherFor is EndpointFetcher with only the credential call.
-func EndpointFetcherFor(api EndpointAPI, endpoint string, opts EndpointOptions) (FetchFunc, error) {
+// api.GenerateDatabaseCredential; pass w.Postgres of a workspace client.
+func EndpointFetcher(api EndpointAPI, endpoint string, opts EndpointOptions) (FetchFunc, error) {
 	if isNil(api) {
-		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass the SDK's postgres service (w.Postgres)"}
+		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass the SDK's postgres service (w.Postgres of a workspace client)"}
 	}
 	if strings.TrimSpace(endpoint) == "" {
 		return nil, &ConfigError{Setting: "endpoint", Problem: "empty", Fix: `use "projects/{project}/branches/{branch}/endpoints/{endpoint}"`}
@@ -146,19 +134,11 @@ func parseEndpointCredential(cred *postgres.DatabaseCredential) (Token, error) {
 }
 
 // InstanceFetcher mints credentials for a provisioned database instance
-// with w.Database.GenerateDatabaseCredential, parsing its RFC 3339
-// expiration_time. It is InstanceFetcherFor(w.Database, instance).
-func InstanceFetcher(w *databricks.WorkspaceClient, instance string) (FetchFunc, error) {
-	if w == nil {
-		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass a *databricks.WorkspaceClient"}
-	}
-	return InstanceFetcherFor(w.Database, instance)
-}
-
-// InstanceFetcherFor is InstanceFetcher with only the credential call.
-func InstanceFetcherFor(api InstanceAPI, instance string) (FetchFunc, error) {
+// with api.GenerateDatabaseCredential (pass w.Database of a workspace
+// client), parsing its RFC 3339 expiration_time.
+func InstanceFetcher(api InstanceAPI, instance string) (FetchFunc, error) {
 	if isNil(api) {
-		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass the SDK's database service (w.Database)"}
+		return nil, &ConfigError{Setting: "workspace client", Problem: "nil", Fix: "pass the SDK's database service (w.Database of a workspace client)"}
 	}
 	if strings.TrimSpace(instance) == "" {
 		return nil, &ConfigError{Setting: "instance", Problem: "empty", Fix: "use the database instance name"}

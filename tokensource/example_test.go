@@ -46,7 +46,7 @@ func ExampleEndpointFetcher() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fetch, err := tokensource.EndpointFetcher(w, "projects/my-project/branches/production/endpoints/primary",
+	fetch, err := tokensource.EndpointFetcher(w.Postgres, "projects/my-project/branches/production/endpoints/primary",
 		tokensource.EndpointOptions{TTL: 30 * time.Minute})
 	if err != nil {
 		log.Fatal(err)

@@ -58,7 +58,7 @@ func TestEndpointFetcherThroughSDK(t *testing.T) {
 	w, calls, last := fakeAPI(t, 200, func(map[string]any) string {
 		return `{"token":"tok-abc","expire_time":"` + exp.Format(time.RFC3339) + `"}`
 	})
-	fetch, err := tokensource.EndpointFetcher(w, "projects/p/branches/b/endpoints/e",
+	fetch, err := tokensource.EndpointFetcher(w.Postgres, "projects/p/branches/b/endpoints/e",
 		tokensource.EndpointOptions{TTL: 10 * time.Minute, ReadOnlyTables: []string{"main.sales.orders"}})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestInstanceFetcherThroughSDK(t *testing.T) {
 	w, _, last := fakeAPI(t, 200, func(map[string]any) string {
 		return `{"token":"tok-i","expiration_time":"2099-01-02T03:04:05.123Z"}`
 	})
-	fetch, err := tokensource.InstanceFetcher(w, "inst")
+	fetch, err := tokensource.InstanceFetcher(w.Database, "inst")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,9 +107,9 @@ func TestFetcherValidation(t *testing.T) {
 			var fetch tokensource.FetchFunc
 			var err error
 			if strings.HasPrefix(name, "instance") {
-				fetch, err = tokensource.InstanceFetcher(w, "inst")
+				fetch, err = tokensource.InstanceFetcher(w.Database, "inst")
 			} else {
-				fetch, err = tokensource.EndpointFetcher(w, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
+				fetch, err = tokensource.EndpointFetcher(w.Postgres, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -123,7 +123,7 @@ func TestFetcherValidation(t *testing.T) {
 	}
 	// Expiry in the past is rejected by the cache.
 	w, _, _ := fakeAPI(t, 200, func(map[string]any) string { return `{"token":"x","expire_time":"2001-01-01T00:00:00Z"}` })
-	fetch, _ := tokensource.EndpointFetcher(w, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
+	fetch, _ := tokensource.EndpointFetcher(w.Postgres, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
 	c := tokensource.New(fetch, tokensource.Options{Mode: tokensource.Lazy, Logger: quiet()})
 	defer c.Close()
 	if _, err := c.Token(t.Context()); err == nil || tokensource.IsTransient(err) || !strings.Contains(err.Error(), "expiry") {
@@ -138,14 +138,14 @@ func TestFetcherConfigErrors(t *testing.T) {
 			_, err := tokensource.EndpointFetcher(nil, "e", tokensource.EndpointOptions{})
 			return err
 		},
-		func() error { _, err := tokensource.EndpointFetcher(w, " ", tokensource.EndpointOptions{}); return err },
+		func() error { _, err := tokensource.EndpointFetcher(w.Postgres, " ", tokensource.EndpointOptions{}); return err },
 		func() error {
-			_, err := tokensource.EndpointFetcher(w, "e", tokensource.EndpointOptions{TTL: time.Minute})
+			_, err := tokensource.EndpointFetcher(w.Postgres, "e", tokensource.EndpointOptions{TTL: time.Minute})
 			return err
 		},
-		func() error { _, err := tokensource.InstanceFetcher(w, ""); return err },
+		func() error { _, err := tokensource.InstanceFetcher(w.Database, ""); return err },
 		func() error {
-			_, err := tokensource.EndpointFetcher(w, "e", tokensource.EndpointOptions{ReadOnlyTables: []string{""}})
+			_, err := tokensource.EndpointFetcher(w.Postgres, "e", tokensource.EndpointOptions{ReadOnlyTables: []string{""}})
 			return err
 		},
 	} {
@@ -164,7 +164,7 @@ func TestAttemptTimeoutBoundsSDKRetries(t *testing.T) {
 			w, calls, _ := fakeAPI(t, status, func(map[string]any) string {
 				return `{"error_code":"` + code + `","message":"try later"}`
 			})
-			fetch, _ := tokensource.EndpointFetcher(w, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
+			fetch, _ := tokensource.EndpointFetcher(w.Postgres, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
 			c := tokensource.New(fetch, tokensource.Options{Mode: tokensource.Lazy, Logger: quiet(), AttemptTimeout: 500 * time.Millisecond, RetrySchedule: []time.Duration{}})
 			defer c.Close()
 			done := make(chan error, 1)
@@ -189,7 +189,7 @@ func TestPermissionDeniedThroughSDK(t *testing.T) {
 	w, calls, _ := fakeAPI(t, 403, func(map[string]any) string {
 		return `{"error_code":"PERMISSION_DENIED","message":"no CAN_USE on the endpoint"}`
 	})
-	fetch, _ := tokensource.EndpointFetcher(w, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
+	fetch, _ := tokensource.EndpointFetcher(w.Postgres, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
 	c := tokensource.New(fetch, tokensource.Options{Mode: tokensource.Lazy, Logger: quiet()})
 	defer c.Close()
 	for i := 0; i < 3; i++ {

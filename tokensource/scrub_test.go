@@ -53,7 +53,7 @@ func TestTruncatedResponseNeverLeaksToken(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w, _, _ := fakeAPI(t, tc.status, func(map[string]any) string { return tc.body })
-			fetch, err := tokensource.EndpointFetcher(w, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
+			fetch, err := tokensource.EndpointFetcher(w.Postgres, "projects/p/branches/b/endpoints/e", tokensource.EndpointOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

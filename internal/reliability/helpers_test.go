@@ -86,21 +86,18 @@ func fast() tokensource.Options {
 
 func config(t *testing.T, e *lakebasetest.Emulator, logger *slog.Logger) connector.Config {
 	t.Helper()
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfig()
 	return connector.Config{
-		Endpoint:    e.Endpoint(),
-		Host:        e.Host(),
-		Port:        e.Port(),
-		Database:    e.Database(),
-		User:        e.ServicePrincipal(),
-		SSLRootCert: e.CAFile(),
-		Workspace:   w,
-		Logger:      logger,
-		Token:       fast(),
-		LookupEnv:   func(string) (string, bool) { return "", false },
+		Endpoint:        e.Endpoint(),
+		Host:            e.Host(),
+		Port:            e.Port(),
+		Database:        e.Database(),
+		User:            e.ServicePrincipal(),
+		SSLRootCert:     e.CAFile(),
+		WorkspaceConfig: w,
+		Logger:          logger,
+		Token:           fast(),
+		LookupEnv:       func(string) (string, bool) { return "", false },
 	}
 }
 

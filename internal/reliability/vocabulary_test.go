@@ -26,12 +26,9 @@ func TestErrorVocabulary(t *testing.T) {
 	e := lakebasetest.Start(t)
 	quiet := slog.New(slog.DiscardHandler)
 	noEnv := func(string) (string, bool) { return "", false }
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := e.WorkspaceConfig()
 	base := connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(),
-		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w, Logger: quiet, LookupEnv: noEnv}
+		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), WorkspaceConfig: w, Logger: quiet, LookupEnv: noEnv}
 
 	isConfig := func(t *testing.T, where string, err error) {
 		t.Helper()
@@ -44,7 +41,7 @@ func TestErrorVocabulary(t *testing.T) {
 	// Configuration mistakes.
 	bad := base
 	bad.SSLMode = "allow"
-	_, err = connector.New(t.Context(), bad)
+	_, err := connector.New(t.Context(), bad)
 	isConfig(t, "connector.New", err)
 	_, err = sql.Open(driver.Name, "port=abc")
 	isConfig(t, "sql.Open bad key value", err)
@@ -61,12 +58,9 @@ func TestErrorVocabulary(t *testing.T) {
 
 	// A refused login.
 	ghost := e.AddIdentityWithoutRole("ghost@example.com")
-	gw, err := e.WorkspaceClientFor(ghost)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gw := e.WorkspaceConfigFor(ghost)
 	gcfg := base
-	gcfg.Workspace, gcfg.User = gw, "ghost@example.com"
+	gcfg.WorkspaceConfig, gcfg.User = gw, "ghost@example.com"
 	gc, err := connector.New(t.Context(), gcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"reflect"
 
-	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/client"
 	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/databricks/databricks-sdk-go/service/database"
@@ -14,27 +13,78 @@ import (
 )
 
 // Client is the part of a Databricks workspace client the library calls.
-// Its field names are those of *databricks.WorkspaceClient, so code written
-// against one reads the same against the other.
+// Its field names are those of *databricks.WorkspaceClient and
+// connector.Workspace, so code written against one reads the same against
+// the others.
 type Client struct {
 	Config      *config.Config
-	Postgres    postgres.PostgresInterface
-	Database    database.DatabaseInterface
-	CurrentUser iam.CurrentUserInterface
+	Postgres    Postgres
+	Database    Database
+	CurrentUser CurrentUser
 
 	t        *boundTransport // nil for a client the caller built
 	settings *config.Config  // the settings when built (never used by a client)
 }
 
-// FromWorkspace returns a Client that calls w's services (nil for nil).
-// Its requests are the caller's: Bind and Close do nothing.
-func FromWorkspace(w *databricks.WorkspaceClient) *Client {
-	if w == nil {
-		return nil
-	}
-	c := &Client{Config: w.Config, Postgres: w.Postgres, Database: w.Database, CurrentUser: w.CurrentUser}
-	if w.Config != nil {
-		c.settings = copyConfig(w.Config)
+// Postgres is what the library calls of the SDK's postgres service.
+type Postgres interface {
+	GenerateDatabaseCredential(ctx context.Context, request postgres.GenerateDatabaseCredentialRequest) (*postgres.DatabaseCredential, error)
+	GetEndpoint(ctx context.Context, request postgres.GetEndpointRequest) (*postgres.Endpoint, error)
+}
+
+// Database is what the library calls of the SDK's database service.
+type Database interface {
+	GenerateDatabaseCredential(ctx context.Context, request database.GenerateDatabaseCredentialRequest) (*database.DatabaseCredential, error)
+	GetDatabaseInstance(ctx context.Context, request database.GetDatabaseInstanceRequest) (*database.DatabaseInstance, error)
+}
+
+// CurrentUser is what the library calls of the SDK's iam current-user
+// service.
+type CurrentUser interface {
+	Me(ctx context.Context, request iam.MeRequest) (*iam.User, error)
+}
+
+// The SDK's service types are only ever called directly, never stored in
+// an interface or in a field of a type that is: a program that calls
+// methods by reflection (text/template, which the SDK links, does) keeps
+// every exported method of every type reachable from an interface value,
+// so holding a *postgres.PostgresAPI would keep all of its calls and their
+// types (measured: 1 MB of a stripped binary). A service value costs one
+// small allocation per call.
+type calls struct{ dc *client.DatabricksClient }
+
+type (
+	postgresCalls calls
+	databaseCalls calls
+	meCalls       calls
+)
+
+func (p postgresCalls) GenerateDatabaseCredential(ctx context.Context, r postgres.GenerateDatabaseCredentialRequest) (*postgres.DatabaseCredential, error) {
+	return postgres.NewPostgres(p.dc).GenerateDatabaseCredential(ctx, r)
+}
+
+func (p postgresCalls) GetEndpoint(ctx context.Context, r postgres.GetEndpointRequest) (*postgres.Endpoint, error) {
+	return postgres.NewPostgres(p.dc).GetEndpoint(ctx, r)
+}
+
+func (d databaseCalls) GenerateDatabaseCredential(ctx context.Context, r database.GenerateDatabaseCredentialRequest) (*database.DatabaseCredential, error) {
+	return database.NewDatabase(d.dc).GenerateDatabaseCredential(ctx, r)
+}
+
+func (d databaseCalls) GetDatabaseInstance(ctx context.Context, r database.GetDatabaseInstanceRequest) (*database.DatabaseInstance, error) {
+	return database.NewDatabase(d.dc).GetDatabaseInstance(ctx, r)
+}
+
+func (m meCalls) Me(ctx context.Context, r iam.MeRequest) (*iam.User, error) {
+	return iam.NewCurrentUser(m.dc).Me(ctx, r)
+}
+
+// FromServices returns a Client that calls a caller's services (cfg may
+// be nil). Its requests are the caller's: Bind and Close do nothing.
+func FromServices(cfg *config.Config, pg Postgres, db Database, me CurrentUser) *Client {
+	c := &Client{Config: cfg, Postgres: pg, Database: db, CurrentUser: me}
+	if cfg != nil {
+		c.settings = copyConfig(cfg)
 	}
 	return c
 }
@@ -143,15 +193,15 @@ func newClient(cfg *config.Config) (*Client, error) {
 	}
 	return &Client{
 		Config:      cfg,
-		Postgres:    postgres.NewPostgres(dc),
-		Database:    database.NewDatabase(dc),
-		CurrentUser: iam.NewCurrentUser(dc),
+		Postgres:    postgresCalls{dc},
+		Database:    databaseCalls{dc},
+		CurrentUser: meCalls{dc},
 	}, nil
 }
 
 // Settings returns a copy of the client's SDK configuration as it was when
 // the client was built (resolved from the environment and profiles, before
-// any request; for a client from FromWorkspace, when FromWorkspace was
+// any request; for a client from FromServices, when FromServices was
 // called), with the caller's HTTP transport (nil for a client built with
 // the default one) in place of the bound transport, for building other
 // clients. A client's live Config cannot be copied: the SDK changes it
@@ -167,7 +217,7 @@ func (c *Client) Settings() *config.Config {
 // called: every request made meanwhile, whatever context the SDK gives it,
 // ends when ctx does, and requests after ctx has ended fail at once. Binds
 // nest (the innermost applies until it is undone). It does nothing for a
-// client from FromWorkspace.
+// client from FromServices.
 func (c *Client) Bind(ctx context.Context) (unbind func()) {
 	if c == nil || c.t == nil {
 		return func() {}
@@ -186,7 +236,7 @@ func (c *Client) Cause(err error) error {
 }
 
 // Close closes the client's idle connections to the workspace (a shared
-// transport's too). It does nothing for a client from FromWorkspace.
+// transport's too). It does nothing for a client from FromServices.
 func (c *Client) Close() {
 	if c != nil && c.t != nil {
 		c.t.closeIdle()

@@ -38,20 +38,15 @@ func Setup(ctx context.Context, out io.Writer, opts ...lakebasetest.Option) (*En
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		_ = e.Close()
-		return nil, nil, err
-	}
 	cfg := connector.Config{
-		Endpoint:    e.Endpoint(),
-		Host:        e.Host(),
-		Port:        e.Port(),
-		Database:    e.Database(),
-		User:        e.ServicePrincipal(),
-		SSLRootCert: e.CAFile(),
-		Workspace:   w,
-		LookupEnv:   func(string) (string, bool) { return "", false },
+		Endpoint:        e.Endpoint(),
+		Host:            e.Host(),
+		Port:            e.Port(),
+		Database:        e.Database(),
+		User:            e.ServicePrincipal(),
+		SSLRootCert:     e.CAFile(),
+		WorkspaceConfig: e.WorkspaceConfig(),
+		LookupEnv:       func(string) (string, bool) { return "", false },
 	}
 	return &Env{Config: cfg, Emulator: e}, func() { _ = e.Close() }, nil
 }
