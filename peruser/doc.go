@@ -86,9 +86,10 @@
 //
 // One *sql.DB per role with at most MaxOpenConnsPerUser connections, with a
 // lazy token source (no goroutine or timer per user) that keeps the user's
-// latest verified access token, not a workspace client: the short-lived
-// clients that verify tokens and mint credentials share one HTTP transport
-// with bounded idle connections. A new access token is used for the user's
+// latest verified access token, not a workspace client: one light
+// workspace client verifies every user's token and mints every user's
+// credentials, each request carrying its user's token, on one HTTP
+// transport with bounded idle connections. A new access token is used for the user's
 // next credential mint without rebuilding the pool, and clears a failure
 // remembered for the old one. One build per email runs at a time; other
 // requests of that user wait for it or for their context. One janitor timer

@@ -69,11 +69,12 @@ type Config struct {
 	// NewUserWorkspace builds the workspace client that verifies a user's
 	// token and mints the user's credentials (one per verification or
 	// mint; nothing keeps it; its CurrentUser, Postgres and Database
-	// services are called). Nil: a light PAT client (only those three
-	// services) built from the user's token and the service principal's
-	// resolved workspace host, reading nothing from the environment or
-	// profiles, on an HTTP transport shared by all users (the service
-	// principal's workspace transport when its settings set one).
+	// services are called). Nil: one light client for all users (only
+	// those three services, on the service principal's resolved workspace
+	// host, reading nothing from the environment or profiles), each request
+	// carrying its user's token, on one HTTP transport (the service
+	// principal's workspace transport when its settings set one), with no
+	// client-side rate limit.
 	// For a full SDK client w, return connector.FromWorkspaceClient(w).
 	NewUserWorkspace func(host, accessToken string) (*connector.Workspace, error)
 	// Clock drives the janitor, token and verification expiry. Nil: the
@@ -113,7 +114,8 @@ type Manager struct {
 	user      connector.Config // the template of user configurations
 	host      string           // workspace URL for user clients
 	transport http.RoundTripper
-	ownTrans  *http.Transport // closed by Close, if the Manager made it
+	ownTrans  *http.Transport  // closed by Close, if the Manager made it
+	users     *sdkclient.Users // one workspace client for every user's token
 	tokenOpts tokensource.Options
 	// seedMargin: a credential is handed out only if it is valid this much
 	// longer.
@@ -212,6 +214,14 @@ func (m *Manager) deriveUserConfig(r connector.Config, spWorkspace *config.Confi
 		m.ownTrans = sdkclient.NewTransport()
 		m.transport = m.ownTrans
 	}
+	if m.cfg.NewUserWorkspace == nil {
+		users, err := sdkclient.NewUsers(m.host, m.transport)
+		if err != nil {
+			return &connector.ConfigError{Setting: "peruser.Config.Base.Workspace (DATABRICKS_HOST)", Problem: "cannot build the workspace client for user tokens",
+				Fix: "check the workspace URL", Err: err}
+		}
+		m.users = users
+	}
 	u := r
 	u.User, u.Password, u.TokenSource, u.Workspace, u.WorkspaceConfig = "", "", nil, nil, nil
 	u.Logger = m.logger.With(slog.String("lakebase.auth_mode", string(OnBehalfOfUser)))
@@ -259,7 +269,7 @@ func (m *Manager) userClient(accessToken string) (*sdkclient.Client, error) {
 			w = sdkclient.FromServices(uw.Config, uw.Postgres, uw.Database, uw.CurrentUser)
 		}
 	} else {
-		w, err = sdkclient.PAT(m.host, accessToken, m.transport)
+		w = m.users.For(accessToken)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("peruser: user workspace client: %w", scrubbed(err, accessToken))

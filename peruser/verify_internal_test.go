@@ -3,9 +3,16 @@ package peruser
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/databricks/databricks-sdk-go/service/iam"
+
+	"github.com/lakebase-go/lakebase/internal/sdkclient"
 )
 
 func jwtWith(payload string) string {
@@ -50,11 +57,26 @@ func FuzzJWTExpiry(f *testing.F) {
 	})
 }
 
-// TestUserClientsShareTheTransport: every user's workspace client uses the
-// Manager's one transport, and is built without a network call.
+// TestUserClientsShareTheTransport: every user's workspace client is the
+// Manager's one client on its one transport, built without a network call,
+// and each request carries its own user's token.
 func TestUserClientsShareTheTransport(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.Header.Get("Authorization")] = true
+		mu.Unlock()
+		_, _ = io.WriteString(w, `{"userName":"someone@example.com"}`)
+	}))
+	defer srv.Close()
 	tr := &http.Transport{}
-	m := &Manager{host: "https://example.cloud.databricks.com", transport: tr}
+	defer tr.CloseIdleConnections()
+	users, err := sdkclient.NewUsers(srv.URL, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Manager{host: srv.URL, transport: tr, users: users}
 	for _, tok := range []string{"dapi-one", "dapi-two"} {
 		w, err := m.userClient(tok)
 		if err != nil {
@@ -63,8 +85,11 @@ func TestUserClientsShareTheTransport(t *testing.T) {
 		if got := w.Settings().HTTPTransport; got != tr {
 			t.Fatalf("client for %s is built on transport %T %p, want the shared %p", tok, got, got, tr)
 		}
-		if w.Config.Host != m.host || w.Config.Token != tok {
-			t.Fatalf("client config host %q", w.Config.Host)
+		if _, err := w.CurrentUser.Me(t.Context(), iam.MeRequest{}); err != nil {
+			t.Fatal(err)
 		}
+	}
+	if !seen["Bearer dapi-one"] || !seen["Bearer dapi-two"] || len(seen) != 2 {
+		t.Errorf("Authorization headers seen: %v", seen)
 	}
 }

@@ -138,7 +138,10 @@ func TestFetcherConfigErrors(t *testing.T) {
 			_, err := tokensource.EndpointFetcher(nil, "e", tokensource.EndpointOptions{})
 			return err
 		},
-		func() error { _, err := tokensource.EndpointFetcher(w.Postgres, " ", tokensource.EndpointOptions{}); return err },
+		func() error {
+			_, err := tokensource.EndpointFetcher(w.Postgres, " ", tokensource.EndpointOptions{})
+			return err
+		},
 		func() error {
 			_, err := tokensource.EndpointFetcher(w.Postgres, "e", tokensource.EndpointOptions{TTL: time.Minute})
 			return err
