@@ -68,8 +68,8 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // WakeError reports that a new connection kept failing the way a waking
 // (scaled-to-zero) or restarting endpoint fails until ConnectTimeout or the
 // caller's deadline ran out. It is transient: a later attempt may succeed
-// (tokensource.IsTransient reports true). errors.Is reaches both the
-// context error that ended the retries (context.DeadlineExceeded or
+// (tokensource.IsTransient reports true). errors.Is reaches the context
+// error that ended the retries (context.DeadlineExceeded or
 // context.Canceled) and the last attempt's error.
 type WakeError struct {
 	Host     string // the host that did not accept the connection
@@ -97,17 +97,21 @@ func (e *WakeError) Error() string {
 	return fmt.Sprintf("connector: %s did not accept a connection after %d attempts%s (the endpoint may be waking up from scale to zero, restarting or unreachable): %v (fix: retry later, or raise ConnectTimeout/PGCONNECT_TIMEOUT)", e.Host, e.Attempts, why, e.Err)
 }
 
-// Unwrap returns the context error that ended the retries and the last
-// attempt's error.
-func (e *WakeError) Unwrap() []error {
-	var errs []error
-	for _, err := range []error{e.Ctx, e.Err} {
-		if err != nil {
-			errs = append(errs, err)
-		}
+// Unwrap returns the last attempt's error, unless that attempt timed out
+// because the context ended (Ctx reports that; pgconn would replace an
+// error whose chain holds a timeout with its own, dropping the WakeError).
+func (e *WakeError) Unwrap() error {
+	var ne net.Error
+	if e.Ctx != nil && errors.As(e.Err, &ne) && ne.Timeout() {
+		return nil
 	}
-	return errs
+	return e.Err
 }
+
+// Is reports whether target is the context error that ended the retries,
+// so errors.Is(err, context.DeadlineExceeded) holds for a WakeError of a
+// connection that ran out of time.
+func (e *WakeError) Is(target error) bool { return e.Ctx != nil && target == e.Ctx }
 
 // Transient reports true: the condition is expected to pass.
 // tokensource.IsTransient consults it.
