@@ -36,12 +36,11 @@ type Connector struct {
 	base   pgx.ConnConfig   // never mutated after New
 	source tokensource.Source
 	owned  io.Closer // the token source this connector created, if any
-	static string    // native Postgres password, if configured
 	role   string
 	db     string
 	host   string
 	logger *slog.Logger
-	cfg    resolved
+	cfg    *resolved // behind a pointer: fmt's bad-verb output and %v through unexported fields never reach Password
 	login  *loginPolicy
 	ws     *workspace // the workspace client (nil when nothing is minted)
 
@@ -121,7 +120,6 @@ func build(r *resolved, ws *workspace) (*Connector, error) {
 		db:     c.Database,
 		host:   c.Host,
 		logger: logger,
-		static: c.Password,
 		dsn:    dsn,
 		login:  newLoginPolicy(c),
 	}
@@ -143,7 +141,7 @@ func build(r *resolved, ws *workspace) (*Connector, error) {
 		// cancelled its fetch by then (the workspace's close never waits).
 		conn.onCloseFn = append(conn.onCloseFn, func() error { ws.close(); return nil })
 	}
-	conn.cfg = *r
+	conn.cfg = r
 
 	raw := stdlib.GetConnector(conn.base,
 		stdlib.OptionBeforeConnect(conn.beforeConnect),
@@ -401,7 +399,7 @@ func (c *Connector) String() string {
 // auth names how c authenticates.
 func (c *Connector) auth() string {
 	switch {
-	case c.static != "":
+	case c.cfg.Password != "":
 		return "password"
 	case c.owned != nil:
 		return "token (" + c.cfg.Token.Mode.String() + ")"
@@ -542,7 +540,7 @@ func (c *Connector) registerStats(db *sql.DB) error {
 	if !c.cfg.Telemetry {
 		return nil
 	}
-	opts := otelOptions(&c.cfg)
+	opts := otelOptions(c.cfg)
 	reg, err := otelsql.RegisterDBStatsMetrics(db, opts...)
 	if err != nil {
 		return fmt.Errorf("connector: register pool metrics: %w", err)

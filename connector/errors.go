@@ -59,6 +59,10 @@ func (e *ConfigError) Transient() bool { return false }
 // GoString is Error, so %#v never prints the cause's fields.
 func (e *ConfigError) GoString() string { return e.Error() }
 
+// Format implements fmt.Formatter: every verb prints Error (fmt would print
+// the fields for verbs such as %d).
+func (e *ConfigError) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.Error())) }
+
 // MarshalJSON encodes the message and the setting, never the cause's
 // fields.
 func (e *ConfigError) MarshalJSON() ([]byte, error) {
@@ -250,6 +254,10 @@ func (e *LoginError) Transient() bool {
 
 // GoString is Error, so %#v never prints the driver error's fields.
 func (e *LoginError) GoString() string { return e.Error() }
+
+// Format implements fmt.Formatter: every verb prints Error (fmt would print
+// the fields for verbs such as %d).
+func (e *LoginError) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.Error())) }
 
 // MarshalJSON encodes the message and the classification, never the
 // driver error's fields.

@@ -26,8 +26,8 @@ func (c *Connector) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error
 	if err := c.userBeforeConnect(ctx, cc); err != nil {
 		return err
 	}
-	if c.static != "" {
-		cc.Password = c.static
+	if pw := c.cfg.Password; pw != "" {
+		cc.Password = pw
 		return nil
 	}
 	if tok, ok := ctx.Value(tokenKey{}).(tokensource.Token); ok {
@@ -66,8 +66,8 @@ func (c *Connector) BeforeConnect(ctx context.Context, cc *pgx.ConnConfig) error
 		return err
 	}
 	c.installWake(ctx, &cc.Config)
-	if c.static != "" {
-		cc.Password = c.static
+	if pw := c.cfg.Password; pw != "" {
+		cc.Password = pw
 		return nil
 	}
 	tok, err := c.source.Token(ctx)

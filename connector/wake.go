@@ -120,6 +120,10 @@ func (e *WakeError) Transient() bool { return true }
 // GoString is Error, so %#v never prints the driver error's fields.
 func (e *WakeError) GoString() string { return e.Error() }
 
+// Format implements fmt.Formatter: every verb prints Error (fmt would print
+// the fields for verbs such as %d).
+func (e *WakeError) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.Error())) }
+
 // MarshalJSON encodes the message, never the driver error's fields.
 func (e *WakeError) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {

@@ -169,7 +169,7 @@ func wordByte(c byte) bool {
 // first Connect, with that call's context; a failed creation is retried by
 // the next Connect.
 type dsnConnector struct {
-	dsn DSN
+	dsn *DSN // behind a pointer: fmt's output through unexported fields never reaches the password
 	drv *lakebaseDriver
 
 	build  chan struct{} // a one-slot semaphore: one build at a time, waiters honour ctx
@@ -179,7 +179,7 @@ type dsnConnector struct {
 }
 
 func newConnector(d *lakebaseDriver, dsn DSN) *dsnConnector {
-	return &dsnConnector{dsn: dsn, drv: d, build: make(chan struct{}, 1)}
+	return &dsnConnector{dsn: &dsn, drv: d, build: make(chan struct{}, 1)}
 }
 
 // Connect implements driver.Connector.

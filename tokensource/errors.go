@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -85,6 +86,10 @@ func (e *Error) Transient() bool { return e.Kind == KindTransient }
 // GoString is Error, so %#v never prints the cause's fields (a FetchFunc's
 // own error may hold a response body).
 func (e *Error) GoString() string { return e.Error() }
+
+// Format implements fmt.Formatter: every verb prints Error (fmt would print
+// the fields for verbs such as %d).
+func (e *Error) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.Error())) }
 
 // MarshalJSON encodes the scrubbed message and the kind, never the cause's
 // fields.
