@@ -82,8 +82,11 @@ const (
 	// LoginRefused: a refusal this package could not classify further.
 	LoginRefused LoginReason = iota
 	// LoginCredentialRefused: the token was refused (SQLSTATE 28P01, or
-	// 28000 "... authentication failed ...") even after one forced refresh.
-	// The identity that mints the tokens cannot log in as the role.
+	// 28000 "... authentication failed ..."), and so was the token of the
+	// forced refresh (the identity that mints the tokens cannot log in as
+	// the role), or the refresh failed (LoginError.Refresh says why; a
+	// later connection retries it) or is deferred to the end of
+	// Config.ForcedRefreshInterval (the message says when).
 	LoginCredentialRefused
 	// LoginPasswordRefused: the static Config.Password was refused.
 	LoginPasswordRefused
