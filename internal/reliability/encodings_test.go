@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/databricks/databricks-sdk-go"
 	sdkconfig "github.com/databricks/databricks-sdk-go/config"
 
 	"github.com/lakebase-go/lakebase/connector"
@@ -41,8 +40,8 @@ func (e secretCarrier) Error() string { return "carrier error" }
 
 // plant fills, by reflection, every exported field of v that can carry a
 // secret: string fields named like one (and Token.Value), error fields
-// (with a secretCarrier), token sources, workspace clients (with a PAT and
-// an OAuth secret).
+// (with a secretCarrier), token sources, workspace clients and SDK settings
+// (with a PAT, an OAuth secret and a password).
 func plant(v reflect.Value) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
@@ -59,13 +58,19 @@ func plant(v reflect.Value) {
 			f.Set(reflect.ValueOf(secretCarrier{Password: plantSecret + "_carried"}))
 		case f.Type() == reflect.TypeOf((*tokensource.Source)(nil)).Elem():
 			f.Set(reflect.ValueOf(tokensource.Static(plantSecret+"_source", time.Time{})))
-		case f.Type() == reflect.TypeOf(&databricks.WorkspaceClient{}):
-			f.Set(reflect.ValueOf(&databricks.WorkspaceClient{Config: &sdkconfig.Config{
-				Host: "https://w.example.com", Token: plantSecret + "_pat", ClientSecret: plantSecret + "_oauth", Password: plantSecret + "_basic"}}))
+		case f.Type() == reflect.TypeOf(&sdkconfig.Config{}):
+			f.Set(reflect.ValueOf(sdkSecrets()))
+		case f.Type() == reflect.TypeOf(&connector.Workspace{}):
+			f.Set(reflect.ValueOf(&connector.Workspace{Config: sdkSecrets()}))
 		case f.Kind() == reflect.Struct:
 			plant(f)
 		}
 	}
+}
+
+// sdkSecrets is SDK settings holding a PAT, an OAuth secret and a password.
+func sdkSecrets() *sdkconfig.Config {
+	return &sdkconfig.Config{Host: "https://w.example.com", Token: plantSecret + "_pat", ClientSecret: plantSecret + "_oauth", Password: plantSecret + "_basic"}
 }
 
 // planted returns a value of type T with secrets planted.
@@ -213,7 +218,7 @@ func TestNoSecretInAnyEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets = append(secrets, tok.Value)
+	secrets = append(secrets, tok.Value, e.ServicePrincipalToken()) // the workspace bearer token is in its WorkspaceConfig
 	samples["*connector.Connector (minted token)"] = minted
 	samples["tokensource.Source (the connector's cache)"] = minted.TokenSource()
 	samples["minted tokensource.Token"] = tok
