@@ -192,6 +192,35 @@ func TestPgxPoolWakeThenRevokedToken(t *testing.T) {
 	}
 }
 
+// TestWakeThenRevokedToken: the same compound fault on the database/sql
+// path, where the refused login is recovered inside the same connection:
+// one forced refresh, one retry, no error.
+func TestWakeThenRevokedToken(t *testing.T) {
+	e := lakebasetest.Start(t)
+	cfg := baseConfig(t, e, nil)
+	cfg.Port = e.FrontDoorPort()
+	c := mustNew(t, cfg)
+	db := OpenDB(c, WithMaxIdleConns(-1))
+	defer db.Close()
+	if err := db.PingContext(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.SetWakeMode(lakebasetest.WakeStartingUp)
+	e.SetWakeDelay(500 * time.Millisecond)
+	e.Suspend()
+	e.RevokeRole(e.ServicePrincipal())
+	calls := e.Calls(lakebasetest.RouteCredentials)
+	if err := db.PingContext(t.Context()); err != nil {
+		t.Fatalf("first Ping after the wake with a revoked token: %v", err)
+	}
+	if got := e.Calls(lakebasetest.RouteCredentials) - calls; got != 1 {
+		t.Errorf("credential calls = %d, want 1 forced refresh", got)
+	}
+	if e.RefusedWhileWaking() == 0 {
+		t.Error("no connection was refused while waking: the wake was not exercised")
+	}
+}
+
 // TestPgxPoolCancelAfterWake: a cancel request for a connection the wake
 // path established reaches the server (pgx dials it through the same
 // dialer, encrypted) and cancels the query; the connection stays usable.
