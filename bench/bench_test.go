@@ -59,6 +59,9 @@ func TestCompareSmoke(t *testing.T) {
 		if strings.HasPrefix(r.Case, "3. churn") && r.Contender == string(Eager) && r.Note != "0 credential calls" {
 			t.Errorf("eager churn within one token lifetime: %s, want 0 extra calls", r.Note)
 		}
+		if strings.HasPrefix(r.Case, "9. first query") && strings.Contains(r.Contender, "pgxpool") && !strings.HasSuffix(r.Note, " 0 credential calls") {
+			t.Errorf("wake case, pgxpool path: %q, want it measured with 0 credential calls", r.Note)
+		}
 		if strings.HasPrefix(r.Case, "11. refused") && r.Contender == string(MintPerConn) && r.Value != "10 credential calls" {
 			t.Errorf("mint per connection, 10 refused attempts: %s, want one call each", r.Value)
 		}

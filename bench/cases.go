@@ -253,7 +253,9 @@ func (env *Env) poolCase(ctx context.Context, o Options) ([]Row, error) {
 const wakeDelay = 300 * time.Millisecond
 
 // wakeCase is case 9: the first query after scale to zero through the
-// emulator's front door, against the raw wake delay.
+// emulator's front door, on both of the connector's paths (database/sql via
+// OpenDB, pgxpool via PoolConfig), against the raw wake delay. Each cycle
+// suspends the endpoint once per path, in alternating order.
 func (env *Env) wakeCase(ctx context.Context, o Options) ([]Row, error) {
 	e := env.E
 	name := fmt.Sprintf("9. first query after scale to zero (wake delay %v, connections refused while waking)", wakeDelay)
@@ -277,51 +279,83 @@ func (env *Env) wakeCase(ctx context.Context, o Options) ([]Row, error) {
 	db := sql.OpenDB(c)
 	defer db.Close()
 	db.SetMaxIdleConns(0) // every query logs in anew, as the first one after a wake-up must
+	pc, err := c.PoolConfig()
+	if err != nil {
+		return nil, err
+	}
+	pc.AfterRelease = func(*pgx.Conn) bool { return false } // likewise: no connection survives a query
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
 	e.SetWakeMode(lakebasetest.WakeRefuse)
 	e.SetWakeDelay(wakeDelay)
 	defer e.SetWakeDelay(wakeDelay)
 	defer e.Resume()
-	query := func(ctx context.Context, db *sql.DB) (time.Duration, error) {
+	paths := []struct {
+		name  string
+		query func(ctx context.Context) error
+	}{
+		{"lakebase connector, database/sql (retries within ConnectTimeout)", func(ctx context.Context) error {
+			var one int
+			return db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+		}},
+		{"lakebase connector, pgxpool via PoolConfig (retries in its DialFunc)", func(ctx context.Context) error {
+			var one int
+			return pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+		}},
+	}
+	timed := func(q func(context.Context) error) (time.Duration, error) {
 		start := time.Now()
-		var one int
-		err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+		err := q(ctx)
 		return time.Since(start), err
 	}
 	// Warm: the same query through the front door with the compute up.
-	var warm []time.Duration
+	warm := make([][]time.Duration, len(paths))
 	for i := 0; i < max(o.Wakes, 5); i++ {
-		d, err := query(ctx, db)
-		if err != nil {
-			return nil, err
+		for j, p := range paths {
+			d, err := timed(p.query)
+			if err != nil {
+				return nil, err
+			}
+			warm[j] = append(warm[j], d)
 		}
-		warm = append(warm, d)
 	}
 	e.ResetCalls()
-	refusedBefore, wakesBefore := e.RefusedWhileWaking(), e.WakeUps()
-	var cold []time.Duration
+	cold := make([][]time.Duration, len(paths))
+	refused := make([]int64, len(paths))
+	var wakes int64
 	for i := 0; i < o.Wakes; i++ {
-		e.Suspend()
-		d, err := query(ctx, db)
-		if err != nil {
-			return nil, fmt.Errorf("first query after a wake-up: %w", err)
+		for k := range paths {
+			j := (i + k) % len(paths) // alternate which path goes first
+			e.Suspend()
+			before, wakesBefore := e.RefusedWhileWaking(), e.WakeUps()
+			d, err := timed(paths[j].query)
+			if err != nil {
+				return nil, fmt.Errorf("%s: first query after a wake-up: %w", paths[j].name, err)
+			}
+			cold[j] = append(cold[j], d)
+			refused[j] += e.RefusedWhileWaking() - before
+			wakes += e.WakeUps() - wakesBefore
 		}
-		cold = append(cold, d)
 	}
 	calls := e.Calls(lakebasetest.RouteCredentials)
-	refused, wakes := e.RefusedWhileWaking()-refusedBefore, e.WakeUps()-wakesBefore
-	delays := make([]time.Duration, len(cold))
-	for i := range delays {
-		delays[i] = wakeDelay
+	rows := []Row{{Case: name, Contender: "the raw wake delay", Value: wakeDelay.String(), Ratio: "1 (baseline)"}}
+	for j, p := range paths {
+		delays := make([]time.Duration, len(cold[j]))
+		for i := range delays {
+			delays[i] = wakeDelay
+		}
+		est := MedianCI(ratios(cold[j], delays))
+		warmEst := MedianCI(floats(warm[j], 1))
+		coldEst := MedianCI(floats(cold[j], 1))
+		rows = append(rows, Row{Case: name, Contender: p.name, Value: coldEst.Durations(100 * time.Microsecond), Ratio: est.Ratio(), N: len(cold[j]), Est: &est,
+			Note: fmt.Sprintf("%v over the delay; warm first query through the same door %v; %.1f connections refused per wake-up",
+				(time.Duration(coldEst.Median) - wakeDelay).Round(100*time.Microsecond), time.Duration(warmEst.Median).Round(100*time.Microsecond),
+				float64(refused[j])/float64(max(len(cold[j]), 1)))})
 	}
-	est := MedianCI(ratios(cold, delays))
-	warmEst := MedianCI(floats(warm, 1))
-	coldEst := MedianCI(floats(cold, 1))
-	rows := []Row{
-		{Case: name, Contender: "the raw wake delay", Value: wakeDelay.String(), Ratio: "1 (baseline)"},
-		{Case: name, Contender: "lakebase connector (retries within ConnectTimeout)", Value: coldEst.Durations(100 * time.Microsecond), Ratio: est.Ratio(), N: len(cold), Est: &est,
-			Note: fmt.Sprintf("%v over the delay; warm first query through the same door %v; %d wake-ups, %d connections refused while waking, %d credential calls",
-				(time.Duration(coldEst.Median) - wakeDelay).Round(100*time.Microsecond), time.Duration(warmEst.Median).Round(100*time.Microsecond), wakes, refused, calls)},
-	}
+	rows[len(rows)-1].Note += fmt.Sprintf("; both paths: %d wake-ups, %d credential calls", wakes, calls)
 	// pgx with a static password and no retry, as most programs are written.
 	base, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d dbname=%s user=%s sslmode=verify-full sslrootcert='%s'",
 		e.Host(), port, e.Database(), e.ServicePrincipal(), e.CAFile()))
@@ -337,7 +371,8 @@ func (env *Env) wakeCase(ctx context.Context, o Options) ([]Row, error) {
 	var firstErr error
 	for i := 0; i < tries; i++ {
 		e.Suspend()
-		if _, err := query(ctx, raw); err != nil {
+		var one int
+		if err := raw.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 			failed++
 			if firstErr == nil {
 				firstErr = err

@@ -120,8 +120,12 @@ type Config struct {
 	// ForcedRefreshInterval is the least time between two token refreshes
 	// forced by refused logins (see the package documentation's login
 	// policy): a refused credential forces at most one refresh per refused
-	// token and per interval. Zero: DefaultForcedRefreshInterval (30 s);
-	// negative: no interval limit (still once per refused token).
+	// token and per interval. A refusal inside the interval is deferred: the
+	// first connection after it forces the refresh. A forced refresh that
+	// fails is retried by a later connection after 1 s, doubling up to the
+	// interval. Zero: DefaultForcedRefreshInterval (30 s); negative: no
+	// interval limit (still once per refused token; failed refreshes are
+	// retried up to 30 s apart).
 	ForcedRefreshInterval time.Duration
 
 	// QueryExecMode is pgx's default query execution mode. Zero: pgx's

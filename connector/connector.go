@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,12 +36,11 @@ type Connector struct {
 	base   pgx.ConnConfig   // never mutated after New
 	source tokensource.Source
 	owned  io.Closer // the token source this connector created, if any
-	static string    // native Postgres password, if configured
 	role   string
 	db     string
 	host   string
 	logger *slog.Logger
-	cfg    resolved
+	cfg    *resolved // behind a pointer: fmt's bad-verb output and %v through unexported fields never reach Password
 	login  *loginPolicy
 	ws     *workspace // the workspace client (nil when nothing is minted)
 
@@ -120,7 +120,6 @@ func build(r *resolved, ws *workspace) (*Connector, error) {
 		db:     c.Database,
 		host:   c.Host,
 		logger: logger,
-		static: c.Password,
 		dsn:    dsn,
 		login:  newLoginPolicy(c),
 	}
@@ -142,7 +141,7 @@ func build(r *resolved, ws *workspace) (*Connector, error) {
 		// cancelled its fetch by then (the workspace's close never waits).
 		conn.onCloseFn = append(conn.onCloseFn, func() error { ws.close(); return nil })
 	}
-	conn.cfg = *r
+	conn.cfg = r
 
 	raw := stdlib.GetConnector(conn.base,
 		stdlib.OptionBeforeConnect(conn.beforeConnect),
@@ -388,6 +387,55 @@ func (c *Connector) WorkspaceConfig(ctx context.Context) (*config.Config, error)
 	return w.Settings(), nil
 }
 
+// String describes c for logs and debugging: host, port, database, role
+// and how it authenticates, never a token or password.
+func (c *Connector) String() string {
+	if c == nil {
+		return "connector.Connector(nil)"
+	}
+	return fmt.Sprintf("connector.Connector{host=%q port=%d database=%q role=%q auth=%s}", c.host, c.cfg.Port, c.db, c.role, c.auth())
+}
+
+// auth names how c authenticates.
+func (c *Connector) auth() string {
+	switch {
+	case c.cfg.Password != "":
+		return "password"
+	case c.owned != nil:
+		return "token (" + c.cfg.Token.Mode.String() + ")"
+	case c.source != nil:
+		return "token source"
+	}
+	return "none"
+}
+
+// GoString is String, so %#v never prints the fields.
+func (c *Connector) GoString() string { return c.String() }
+
+// Format implements fmt.Formatter: every verb prints String (the fields,
+// which hold the password and the token cache, are never printed).
+func (c *Connector) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+
+// LogValue implements slog.LogValuer without secrets.
+func (c *Connector) LogValue() slog.Value {
+	if c == nil {
+		return slog.StringValue(c.String())
+	}
+	return slog.GroupValue(slog.String("host", c.host), slog.Int("port", c.cfg.Port), slog.String("database", c.db),
+		slog.String("role", c.role), slog.String("auth", c.auth()))
+}
+
+// MarshalJSON encodes what String shows.
+func (c *Connector) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Host     string `json:"host"`
+		Port     int    `json:"port"`
+		Database string `json:"database"`
+		Role     string `json:"role"`
+		Auth     string `json:"auth"`
+	}{c.host, c.cfg.Port, c.db, c.role, c.auth()})
+}
+
 // noEnv is a LookupEnv that finds nothing.
 func noEnv(string) (string, bool) { return "", false }
 
@@ -492,7 +540,7 @@ func (c *Connector) registerStats(db *sql.DB) error {
 	if !c.cfg.Telemetry {
 		return nil
 	}
-	opts := otelOptions(&c.cfg)
+	opts := otelOptions(c.cfg)
 	reg, err := otelsql.RegisterDBStatsMetrics(db, opts...)
 	if err != nil {
 		return fmt.Errorf("connector: register pool metrics: %w", err)

@@ -422,7 +422,7 @@ func TestPgxPoolRotates(t *testing.T) {
 }
 
 func TestBeforeConnectSetsOnlyPasswordOnCopy(t *testing.T) {
-	c := &Connector{source: staticSource{tokensource.Token{Value: "tok-123", Expiry: time.Now().Add(time.Hour)}}, login: newLoginPolicy(&Config{Logger: discard})}
+	c := &Connector{source: staticSource{tokensource.Token{Value: "tok-123", Expiry: time.Now().Add(time.Hour)}}, login: newLoginPolicy(&Config{Logger: discard}), cfg: &resolved{}}
 	base, err := pgx.ParseConfig("host=h user=u password=placeholder sslmode=disable")
 	if err != nil {
 		t.Fatal(err)

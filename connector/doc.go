@@ -33,20 +33,37 @@
 // authentication failed ...") on a login that used a cached token marks that
 // token refused and forces one token refresh, then retries once. At most one
 // refresh is forced per refused token (concurrent refused logins share it)
-// and one per [Config.ForcedRefreshInterval] (30 s) per connector. Refusals a
-// new token cannot fix — a missing role, no pg_hba entry or no encryption, a
-// static password, a connection pooler — never mint. Every refusal is a
-// [*LoginError] whose [LoginReason] says which, with one fix.
+// and one per [Config.ForcedRefreshInterval] (30 s) per connector. A refused
+// token is never used for a login again. There are no dead ends: a refusal
+// inside the interval is deferred (the first connection after it forces the
+// refresh), and a forced refresh that fails is retried by a later connection
+// (after 1 s, doubling up to the interval), in both refresh modes and on the
+// pgxpool path. Refusals a new token cannot fix — a missing role, no pg_hba
+// entry or no encryption, a static password, a connection pooler — never
+// mint. Every refusal is a [*LoginError] whose [LoginReason] says which, with
+// one fix; after a failed forced refresh its Refresh field holds the failure.
+//
+// # Retrying
+//
+// [tokensource.IsTransient] is the one answer to "does retrying help?": yes
+// for a [*WakeError], a transient fetch failure and a [*LoginError] whose
+// forced refresh failed transiently; no for a [*ConfigError] and every other
+// refusal.
 //
 // # Cold starts
 //
 // A scaled-to-zero endpoint wakes on the next connection attempt. A new
 // physical connection therefore retries dial errors (refused, reset,
-// timeout), SQLSTATE class 08 and 57P03 with jittered backoff (50 ms four
-// times, then doubling to 1 s) until [Config.ConnectTimeout] (60 s by default) runs out,
-// without a new credential call, logging one INFO line "endpoint waking up,
-// retrying" per connection. It never retries 28xxx, 42501 or 3D000. When the
-// time runs out the error is a [*WakeError] naming the host.
+// timeout), SQLSTATE class 08 and 57P03 with jittered backoff (25–50 ms for
+// the first second, then doubling to 1 s) until [Config.ConnectTimeout] (60
+// s by default) runs out, without a new credential call, logging one INFO
+// line "endpoint waking up, retrying" per connection. It never retries
+// 28xxx, 42501, 3D000 or a pooler's 08P01 refusals ("no such database",
+// "no such user" are a [*LoginError]). When the time runs out the error is a
+// [*WakeError] naming the host and wrapping the context error. The pgxpool
+// path ([Connector.PoolConfig], [Connector.BeforeConnect]) retries the same
+// way inside the connection's DialFunc, replaying the startup message on a
+// new transport.
 //
 // # pgx hooks and raw access
 //
@@ -64,14 +81,14 @@
 // db.client.operation.duration metric; no spans for Rows iteration, session
 // resets, prepares or pings. [Config.TelemetryOptions] adds or overrides
 // otelsql options. The pgxpool path ([Connector.PoolConfig]) gets token
-// rotation, the refused-login recovery, the hooks and the pool defaults but
-// neither otelsql telemetry nor cold-start retries: set a pgx Tracer (for
-// example otelpgx) through Config.BeforeConnect, and let pgxpool's callers
-// retry.
+// rotation, the refused-login recovery, the cold-start retries, the hooks
+// and the pool defaults but not otelsql telemetry: set a pgx Tracer (for
+// example otelpgx) through Config.BeforeConnect.
 //
 // No error, log line or span produced by this package contains a token or
 // password; fetch errors are scrubbed (see [tokensource.Scrub]), and
-// [Config] never prints its Password.
+// neither [Config], [*Connector] nor an error type prints a secret under any
+// fmt verb, slog or encoding/json.
 //
 // pgx-native users get the same rotation through [Connector.BeforeConnect]
 // or [Connector.PoolConfig].

@@ -1,11 +1,17 @@
 package connector
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lakebase-go/lakebase/tokensource"
 )
 
 // ConfigError reports a setting that is missing, malformed or inconsistent,
@@ -45,6 +51,29 @@ func (e *ConfigError) Error() string {
 // Unwrap returns the underlying cause.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// Transient reports false: retrying with the same configuration cannot
+// help, whatever the cause (tokensource.IsTransient consults it, so an
+// unreachable workspace reported by New is not transient).
+func (e *ConfigError) Transient() bool { return false }
+
+// GoString is Error, so %#v never prints the cause's fields.
+func (e *ConfigError) GoString() string { return e.Error() }
+
+// Format implements fmt.Formatter: every verb prints Error (fmt would print
+// the fields for verbs such as %d).
+func (e *ConfigError) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.Error())) }
+
+// MarshalJSON encodes the message and the setting, never the cause's
+// fields.
+func (e *ConfigError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Error   string `json:"error"`
+		Setting string `json:"setting"`
+		Problem string `json:"problem"`
+		Fix     string `json:"fix,omitempty"`
+	}{e.Error(), e.Setting, e.Problem, e.Fix})
+}
+
 // LoginReason says why Postgres refused a login.
 type LoginReason int
 
@@ -53,8 +82,11 @@ const (
 	// LoginRefused: a refusal this package could not classify further.
 	LoginRefused LoginReason = iota
 	// LoginCredentialRefused: the token was refused (SQLSTATE 28P01, or
-	// 28000 "... authentication failed ...") even after one forced refresh.
-	// The identity that mints the tokens cannot log in as the role.
+	// 28000 "... authentication failed ..."), and so was the token of the
+	// forced refresh (the identity that mints the tokens cannot log in as
+	// the role), or the refresh failed (LoginError.Refresh says why; a
+	// later connection retries it) or is deferred to the end of
+	// Config.ForcedRefreshInterval (the message says when).
 	LoginCredentialRefused
 	// LoginPasswordRefused: the static Config.Password was refused.
 	LoginPasswordRefused
@@ -98,7 +130,10 @@ func (r LoginReason) String() string {
 
 // LoginError reports that Postgres refused a login. Reason says why and
 // the message names one fix. Retrying with the same configuration does not
-// help: the connector has already done the one token refresh that could.
+// help — the connector has already done the token refresh that could, or
+// will do it on a later connection — except when that forced refresh itself
+// failed transiently: then Refresh holds the failure and
+// tokensource.IsTransient(err) reports true.
 type LoginError struct {
 	Role     string      // the Postgres role that was refused
 	Database string      // the database it tried to log in to
@@ -106,20 +141,51 @@ type LoginError struct {
 	Code     string      // the SQLSTATE, e.g. 28P01, 28000, 42501, 3D000
 	Reason   LoginReason // why, as far as the server's answer tells
 	Err      error       // the driver error (it never contains the password)
+	// Refresh is why the token refresh this refusal forced did not produce
+	// a usable token: the *tokensource.Error of a failed fetch (errors.As
+	// reaches it), or the connection's context error. Nil when no forced
+	// refresh failed.
+	Refresh error
+
+	note refreshNote // what the connector did about a refused credential
+}
+
+// noteKind says what the connector did about a refused credential.
+type noteKind int
+
+const (
+	noteRefusedAgain noteKind = iota // refreshed, and the new token was refused too (or no refresh applied)
+	noteFailed                       // the forced refresh failed; a later connection retries it
+	noteDeferred                     // a refresh was forced less than ForcedRefreshInterval ago
+	noteNoRefresher                  // the token source cannot be refreshed
+	noteWaitEnded                    // the connection's context ended during the forced refresh
+)
+
+// refreshNote is what the message of a refused credential says about the
+// token refresh.
+type refreshNote struct {
+	kind     noteKind
+	wait     time.Duration // failed, deferred: until a connection may force the next refresh
+	interval time.Duration // deferred: the ForcedRefreshInterval
 }
 
 // Error implements error.
 func (e *LoginError) Error() string {
 	role, db := safeQuote(e.Role), safeQuote(e.Database)
+	pooler := e.Code == "08P01"
 	var what, fix string
 	switch e.Reason {
 	case LoginRoleMissing:
+		if pooler {
+			what = "the connection pooler has no role " + role
+			fix = "connect to the endpoint's direct host (Host/PGHOST without -pooler); the pooler knows only native Postgres password roles"
+			break
+		}
 		what = "role " + role + " does not exist"
 		fix = "create it as the project owner with `SELECT databricks_create_role(" + sqlLiteral(e.Role) +
 			", 'USER')` ('SERVICE_PRINCIPAL' for an application id) or `databricks postgres create-role`, then grant it CONNECT on " + db
 	case LoginCredentialRefused:
-		what = "the credential for role " + role + " was refused, also after a forced token refresh"
-		fix = "make sure the workspace identity that mints tokens is the one named by User/PGUSER, and that the role is an OAuth role created with databricks_create_role"
+		what, fix = e.credentialMessage(role)
 	case LoginPasswordRefused:
 		what = "password refused for role " + role
 		fix = "check Config.Password, the native Postgres password of this role"
@@ -130,6 +196,11 @@ func (e *LoginError) Error() string {
 		what = "role " + role + " may not connect to database " + db
 		fix = "GRANT CONNECT ON DATABASE " + db + " TO " + role + " as the database owner"
 	case LoginDatabaseMissing:
+		if pooler {
+			what = "the connection pooler has no database " + db
+			fix = "check Database/PGDATABASE against the databases the pooler serves, or connect to the endpoint's direct host"
+			break
+		}
 		what = "database " + db + " does not exist"
 		fix = "check Database/PGDATABASE (the default database is databricks_postgres)"
 	case LoginPoolerRefused:
@@ -142,8 +213,68 @@ func (e *LoginError) Error() string {
 	return fmt.Sprintf("connector: %s (SQLSTATE %s, host %s, database %s): %v (fix: %s)", what, e.Code, e.Host, db, e.Err, fix)
 }
 
-// Unwrap returns the driver error.
-func (e *LoginError) Unwrap() error { return e.Err }
+// credentialMessage says what happened to a refused credential and its
+// token refresh.
+func (e *LoginError) credentialMessage(role string) (what, fix string) {
+	identity := "make sure the workspace identity that mints tokens is the one named by User/PGUSER, and that the role is an OAuth role created with databricks_create_role"
+	switch e.note.kind {
+	case noteFailed:
+		return fmt.Sprintf("the credential for role %s was refused and the forced token refresh failed (a connection after %v retries it): %v",
+				role, e.note.wait.Round(time.Millisecond), e.Refresh),
+			"if the refresh keeps failing, check the workspace (DATABRICKS_HOST) and the identity's permission to mint credentials"
+	case noteDeferred:
+		return fmt.Sprintf("the credential for role %s was refused; a token refresh was forced less than ForcedRefreshInterval (%v) ago, so the next one is deferred: the first connection after %v forces it",
+				role, e.note.interval, e.note.wait.Round(time.Millisecond)),
+			"none if the token was revoked (the deferred refresh replaces it); if every new token is refused, " + identity
+	case noteNoRefresher:
+		return "the credential for role " + role + " was refused and the token source cannot be refreshed (it does not implement tokensource.Refresher)",
+			"supply a Config.TokenSource whose tokens the server accepts for this role, or one that implements tokensource.Refresher"
+	case noteWaitEnded:
+		return fmt.Sprintf("the credential for role %s was refused and the connection's context ended during the forced token refresh: %v", role, e.Refresh),
+			"allow the connection more time (ctx deadline, ConnectTimeout); the refresh carries on for later connections"
+	}
+	return "the credential for role " + role + " was refused, also after a forced token refresh", identity
+}
+
+// Unwrap returns the driver error and, if the forced refresh failed, its
+// failure.
+func (e *LoginError) Unwrap() []error {
+	var errs []error
+	for _, err := range []error{e.Err, e.Refresh} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// Transient reports whether a later attempt can succeed: only when the
+// refresh forced by a refused credential failed transiently (the next
+// connection retries it). tokensource.IsTransient consults it.
+func (e *LoginError) Transient() bool {
+	return e.Refresh != nil && tokensource.IsTransient(e.Refresh)
+}
+
+// GoString is Error, so %#v never prints the driver error's fields.
+func (e *LoginError) GoString() string { return e.Error() }
+
+// Format implements fmt.Formatter: every verb prints Error (fmt would print
+// the fields for verbs such as %d).
+func (e *LoginError) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.Error())) }
+
+// MarshalJSON encodes the message and the classification, never the
+// driver error's fields.
+func (e *LoginError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Error     string `json:"error"`
+		Role      string `json:"role"`
+		Database  string `json:"database"`
+		Host      string `json:"host"`
+		Code      string `json:"code"`
+		Reason    string `json:"reason"`
+		Transient bool   `json:"transient"`
+	}{e.Error(), e.Role, e.Database, e.Host, e.Code, e.Reason.String(), e.Transient()})
+}
 
 // safeQuote quotes a name for a message: control characters and quotes
 // escaped, overlong names cut.
@@ -168,39 +299,106 @@ func sqlLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
-// refusal classifies a failed login. ok is false when err is not a refusal
-// by the server (a network error, a timeout, a TLS failure).
-func refusal(err error) (code string, reason LoginReason, ok bool) {
+// failure is what a failed connection attempt means to the connector.
+type failure int
+
+const (
+	failOther     failure = iota // neither of the others: returned (wrapped) at once
+	failColdStart                // how a waking or restarting endpoint refuses: retried within ConnectTimeout
+	failRefused                  // the server refused the login: a *LoginError
+)
+
+// classifyFailure classifies the error of one connection attempt. A refusal
+// comes with its SQLSTATE and reason.
+func classifyFailure(err error) (f failure, code string, reason LoginReason) {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return "", 0, false
+	if errors.As(err, &pgErr) {
+		f, reason = classifyServerError(pgErr.Code, pgErr.Message)
+		return f, pgErr.Code, reason
 	}
-	msg := strings.ToLower(unquoted(pgErr.Message))
-	switch pgErr.Code {
+	if tokensource.IsTransient(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		// Dial errors: refused, reset, timed out, closed before the
+		// startup finished. (IsTransient is false for a certificate that
+		// cannot be verified and a host name that does not exist.)
+		return failColdStart, "", 0
+	}
+	return failOther, "", 0
+}
+
+// classifyServerError classifies an error the server sent during a login
+// by its SQLSTATE and, where the SQLSTATE is ambiguous (28000, 08P01), by
+// its message (names in double quotes are ignored, so a name cannot fool
+// the match).
+func classifyServerError(code, message string) (failure, LoginReason) {
+	msg := strings.ToLower(unquoted(message))
+	switch code {
 	case "28P01":
-		return pgErr.Code, LoginCredentialRefused, true
+		return failRefused, LoginCredentialRefused
 	case "28000":
 		switch {
 		case strings.Contains(msg, "role") && strings.Contains(msg, "does not exist"):
-			return pgErr.Code, LoginRoleMissing, true
+			return failRefused, LoginRoleMissing
 		case strings.Contains(msg, "pg_hba.conf"), strings.Contains(msg, "no encryption"):
-			return pgErr.Code, LoginNotAllowed, true
+			return failRefused, LoginNotAllowed
 		case strings.Contains(msg, "authentication failed"), strings.Contains(msg, "password"),
 			strings.Contains(msg, "token"), strings.Contains(msg, "expired"):
-			return pgErr.Code, LoginCredentialRefused, true
+			return failRefused, LoginCredentialRefused
 		}
-		return pgErr.Code, LoginRefused, true
+		return failRefused, LoginRefused
 	case "42501":
-		return pgErr.Code, LoginNoPermission, true
+		return failRefused, LoginNoPermission
 	case "3D000":
-		return pgErr.Code, LoginDatabaseMissing, true
+		return failRefused, LoginDatabaseMissing
+	case "57P03": // the database system is starting up / shutting down / in recovery
+		return failColdStart, 0
 	case "08P01":
-		// PgBouncer reports failed authentication as a protocol violation.
-		if strings.Contains(msg, "auth") || strings.Contains(msg, "password") {
-			return pgErr.Code, LoginPoolerRefused, true
+		// A protocol violation: how PgBouncer (Lakebase's pooler) reports
+		// nearly everything. Only its "come back later" answers are a
+		// cold start.
+		switch {
+		case strings.Contains(msg, "no such database"):
+			return failRefused, LoginDatabaseMissing
+		case strings.Contains(msg, "no such user"):
+			return failRefused, LoginRoleMissing
+		case strings.Contains(msg, "auth"), strings.Contains(msg, "password"):
+			return failRefused, LoginPoolerRefused
 		}
+		for _, transient := range poolerTransient {
+			if strings.Contains(msg, transient) {
+				return failColdStart, 0
+			}
+		}
+		return failRefused, LoginRefused
 	}
-	return "", 0, false
+	if len(code) == 5 && code[:2] == "08" { // connection exception
+		return failColdStart, 0
+	}
+	return failOther, 0
+}
+
+// poolerTransient are the parts of PgBouncer's 08P01 messages that say the
+// server behind it is not available yet ("server login has been failing,
+// try again later", "pgbouncer cannot connect to server",
+// "query_wait_timeout", "client_login_timeout (server down)", "no more
+// connections allowed", "server conn crashed?").
+var poolerTransient = []string{"try again", "cannot connect to server", "wait_timeout", "login_timeout", "server down", "no more connections", "crashed", "shutting down"}
+
+// refusal classifies a failed login. ok is false when err is not a refusal
+// by the server (a network error, a timeout, a TLS failure, a cold start).
+func refusal(err error) (code string, reason LoginReason, ok bool) {
+	f, code, reason := classifyFailure(err)
+	return code, reason, f == failRefused
+}
+
+// coldStart reports whether err is how a compute that is waking up or
+// restarting refuses a connection: a dial error (refused, reset, timeout,
+// closed before the startup finished), SQLSTATE class 08 other than the
+// pooler's refusals, or 57P03. Refusals of the login (28xxx, 42501, 3D000,
+// most 08P01) and TLS certificate failures are not.
+func coldStart(err error) bool {
+	f, _, _ := classifyFailure(err)
+	return f == failColdStart
 }
 
 // credentialRefused reports whether err is a refusal of the credential

@@ -210,7 +210,7 @@ func TestWakeLongerThanConnectTimeout(t *testing.T) {
 	err := db.PingContext(t.Context())
 	took := time.Since(start)
 	var we *WakeError
-	if !errors.As(err, &we) || !we.Temporary() || we.Host != e.Host() {
+	if !errors.As(err, &we) || !we.Transient() || !tokensource.IsTransient(err) || !errors.Is(err, context.DeadlineExceeded) || we.Host != e.Host() {
 		t.Fatalf("want a *WakeError naming the host, got %T %v", err, err)
 	}
 	if took > cfg.ConnectTimeout+500*time.Millisecond {

@@ -93,6 +93,9 @@ func TestStartupBoundedByContext(t *testing.T) {
 			if !errors.As(err, &ce) || !strings.Contains(ce.Setting, "DATABRICKS_HOST") {
 				t.Errorf("want a *ConfigError naming DATABRICKS_HOST, got %T %v", err, err)
 			}
+			if tokensource.IsTransient(err) {
+				t.Errorf("IsTransient says yes for a configuration error (README: retry does not help): %v", err)
+			}
 			if strings.Contains(err.Error(), "PGHOST") && !strings.Contains(err.Error(), "Config.Host/PGHOST") {
 				t.Errorf("error blames PGHOST: %v", err)
 			}

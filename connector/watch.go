@@ -3,7 +3,6 @@ package connector
 import (
 	"encoding/binary"
 	"net"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -16,7 +15,7 @@ import (
 // failed connect; this is how PoolConfig learns of it.
 func (p *loginPolicy) watch(tok tokensource.Token) func(net.Conn) net.Conn {
 	return func(conn net.Conn) net.Conn {
-		return &loginWatcher{Conn: conn, onRefused: func() { p.markRefused(tok) }}
+		return &loginWatcher{Conn: conn, onRefused: func(pgErr *pgconn.PgError) { p.markRefused(tok, pgErr) }}
 	}
 }
 
@@ -24,7 +23,7 @@ func (p *loginPolicy) watch(tok tokensource.Token) func(net.Conn) net.Conn {
 // login is over. It never alters the stream.
 type loginWatcher struct {
 	net.Conn
-	onRefused func()
+	onRefused func(*pgconn.PgError)
 
 	done   bool
 	header [5]byte
@@ -95,19 +94,8 @@ func (w *loginWatcher) endMessage() {
 	if !w.keep {
 		return
 	}
-	pgErr := &pgconn.PgError{}
-	for _, field := range strings.Split(string(w.body), "\x00") {
-		if len(field) < 2 {
-			continue
-		}
-		switch field[0] {
-		case 'C':
-			pgErr.Code = field[1:]
-		case 'M':
-			pgErr.Message = field[1:]
-		}
-	}
+	pgErr := parseErrorResponse(w.body)
 	if credentialRefused(pgErr) {
-		w.onRefused()
+		w.onRefused(pgErr)
 	}
 }

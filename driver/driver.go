@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"sort"
 	"strings"
 	"sync"
 
@@ -56,16 +58,110 @@ func (d *lakebaseDriver) Open(dsn string) (driver.Conn, error) {
 // use's context. So sql.Open fails at once on a bad setting, with a
 // *DSNError or a *connector.ConfigError; it never echoes a value.
 func (d *lakebaseDriver) OpenConnector(dsn string) (driver.Connector, error) {
-	parsed, err := ParseDSN(dsn)
+	parsed, pairs, err := parse(dsn)
 	if err != nil {
 		return nil, err
 	}
 	if parsed.Profile == "" {
 		if err := parsed.Config.Validate(); err != nil {
-			return nil, err
+			return nil, valueError(pairs, err)
 		}
 	}
 	return newConnector(d, parsed), nil
+}
+
+// dsnKeys maps the Setting of a *connector.ConfigError from Validate to the
+// DSN keys that set it.
+var dsnKeys = map[string][]string{
+	"SSLMode (" + connector.EnvSSLMode + ")":         {"sslmode"},
+	"SSLRootCert (" + connector.EnvSSLRootCert + ")": {"sslrootcert"},
+	"Host (" + connector.EnvHost + ")":               {"host"},
+	"Port":                                           {"port"},
+	"Endpoint (" + connector.EnvEndpoint + ")":       {"lakebase_endpoint"},
+	"ConnectTimeout":                                 {"connect_timeout"},
+	"TokenTTL":                                       {"token_ttl", "lakebase_instance"},
+	"Host/Port/Database/User":                        {"host", "port", "dbname", "database", "user", "application_name"},
+	"Endpoint/Instance (LAKEBASE_ENDPOINT/LAKEBASE_INSTANCE)": {"lakebase_endpoint", "lakebase_instance"},
+}
+
+// valueError turns a *connector.ConfigError about a value the DSN gave into
+// a *DSNError naming the key, with no part of any value of the DSN in it
+// (the ConfigError would quote a host, a mode or a file name). An error
+// about a setting the DSN left to the environment is returned as it is.
+func valueError(pairs []pair, err error) error {
+	var ce *connector.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	key := ""
+	for _, k := range dsnKeys[ce.Setting] {
+		for _, p := range pairs {
+			if p.key == k {
+				key = k
+				break
+			}
+		}
+		if key != "" {
+			break
+		}
+	}
+	if key == "" {
+		return err
+	}
+	de := &DSNError{Key: key, Problem: withoutValues(ce.Problem, pairs), Fix: withoutValues(ce.Fix, pairs)}
+	var pe *fs.PathError
+	if errors.As(ce, &pe) {
+		de.cause = pe.Err // "no such file or directory", without the path
+	}
+	return de
+}
+
+// withoutValues replaces every value of the DSN, and every word of one,
+// where it stands as a word of msg (the fixed text around a value may
+// contain the same letters inside a longer word: "verify" in
+// "verify-full").
+func withoutValues(msg string, pairs []pair) string {
+	var vals []string
+	for _, p := range pairs {
+		vals = append(vals, p.val)
+		if f := strings.Fields(p.val); len(f) > 1 {
+			vals = append(vals, f...)
+		}
+	}
+	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) })
+	for _, v := range vals {
+		if v != "" {
+			msg = replaceWord(msg, v, "the value")
+		}
+	}
+	return msg
+}
+
+// replaceWord replaces the occurrences of w in s that are not part of a
+// longer word.
+func replaceWord(s, w, with string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, w)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		end := i + len(w)
+		if (i == 0 || !wordByte(s[i-1])) && (end == len(s) || !wordByte(s[end])) {
+			if i > 0 && end < len(s) && s[i-1] == '"' && s[end] == '"' {
+				i, end = i-1, end+1 // drop the quotes around it too
+			}
+			b.WriteString(s[:i] + with)
+		} else {
+			b.WriteString(s[:end])
+		}
+		s = s[end:]
+	}
+}
+
+func wordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '/'
 }
 
 // dsnConnector is the driver.Connector returned by OpenConnector. The
@@ -73,7 +169,7 @@ func (d *lakebaseDriver) OpenConnector(dsn string) (driver.Connector, error) {
 // first Connect, with that call's context; a failed creation is retried by
 // the next Connect.
 type dsnConnector struct {
-	dsn DSN
+	dsn *DSN // behind a pointer: fmt's output through unexported fields never reaches the password
 	drv *lakebaseDriver
 
 	build  chan struct{} // a one-slot semaphore: one build at a time, waiters honour ctx
@@ -83,7 +179,7 @@ type dsnConnector struct {
 }
 
 func newConnector(d *lakebaseDriver, dsn DSN) *dsnConnector {
-	return &dsnConnector{dsn: dsn, drv: d, build: make(chan struct{}, 1)}
+	return &dsnConnector{dsn: &dsn, drv: d, build: make(chan struct{}, 1)}
 }
 
 // Connect implements driver.Connector.

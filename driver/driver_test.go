@@ -3,15 +3,21 @@ package driver_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/lakebase-go/lakebase/internal/leaktest"
 
-	_ "github.com/lakebase-go/lakebase/driver"
+	"github.com/lakebase-go/lakebase/connector"
+	"github.com/lakebase-go/lakebase/driver"
 	"github.com/lakebase-go/lakebase/lakebasetest"
 )
 
@@ -86,5 +92,50 @@ func TestDBCloseStopsRefresh(t *testing.T) {
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSQLOpenValueErrorsAreDSNErrors: a bad sslmode, an unreadable or empty
+// sslrootcert and a pooler host given in the DSN fail sql.Open with a
+// *driver.DSNError naming the key (and a *connector.ConfigError through
+// errors.As), never the value.
+func TestSQLOpenValueErrorsAreDSNErrors(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "Secr3tDir", "empty.pem")
+	if err := os.MkdirAll(filepath.Dir(empty), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte("no certificate here"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const ep = " lakebase_endpoint=projects/p/branches/b/endpoints/e"
+	for _, tc := range []struct {
+		dsn, key, value string
+		notExist        bool
+	}{
+		{"sslmode=allow" + ep, "sslmode", "allow", false},
+		{"sslmode=Verify-Fu11" + ep, "sslmode", "Verify-Fu11", false},
+		{"sslrootcert=/nonexistent/Secr3tDir/ca.pem" + ep, "sslrootcert", "Secr3tDir", true},
+		{"sslrootcert='" + empty + "'" + ep, "sslrootcert", "Secr3tDir", false},
+		{"host=ep-x-pooler.Secr3t.example.com" + ep, "host", "Secr3t", false},
+	} {
+		db, err := sql.Open("lakebase", tc.dsn)
+		if err == nil {
+			db.Close()
+			t.Errorf("%q: sql.Open accepted it", tc.dsn)
+			continue
+		}
+		var de *driver.DSNError
+		var ce *connector.ConfigError
+		if !errors.As(err, &de) || de.Key != tc.key || !errors.As(err, &ce) {
+			t.Errorf("%q: want a *DSNError for key %q that is also a *ConfigError, got %T %v", tc.dsn, tc.key, err, err)
+			continue
+		}
+		if strings.Contains(err.Error(), tc.value) {
+			t.Errorf("%q: the error quotes the value: %v", tc.dsn, err)
+		}
+		if tc.notExist && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%q: errors.Is(err, fs.ErrNotExist) is false: %v", tc.dsn, err)
+		}
+		t.Logf("%s", err)
 	}
 }

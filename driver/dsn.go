@@ -15,12 +15,18 @@ import (
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
-// DSNError reports a malformed data source name. It names the key and never
-// contains a value (the DSN may hold a password).
+// DSNError reports a malformed data source name, or a value of it that
+// cannot work (an sslmode, a root certificate file, a port...). It names the
+// key and never contains any part of a value (the DSN may hold a password);
+// a key that may itself be part of a value (it follows an unquoted value
+// with no separator but a space) is not named either, and after an
+// unquoted password nothing of the DSN is named at all.
 type DSNError struct {
-	Key     string // the offending key, or "" for a syntax error
+	Key     string // the offending key, or "" when it is not shown
 	Problem string // what is wrong (never quoting a value)
 	Fix     string // what to do about it
+
+	cause error // a value-free cause (a file error's errno), if any
 }
 
 // Error implements error.
@@ -30,11 +36,22 @@ func (e *DSNError) Error() string {
 		msg += ": key " + strconv.Quote(e.Key)
 	}
 	msg += ": " + e.Problem
+	if e.cause != nil {
+		msg += ": " + e.cause.Error()
+	}
 	if e.Fix != "" {
 		msg += " (fix: " + e.Fix + ")"
 	}
 	return msg
 }
+
+// Unwrap returns the value-free cause, if any (for example the errno of a
+// root certificate file that cannot be read, so errors.Is(err,
+// fs.ErrNotExist) works).
+func (e *DSNError) Unwrap() error { return e.cause }
+
+// Transient reports false: the DSN must change.
+func (e *DSNError) Transient() bool { return false }
 
 // As lets errors.As(err, &ce) with ce a *connector.ConfigError match a
 // DSNError, so a configuration mistake is one type from every entry point.
@@ -48,7 +65,7 @@ func (e *DSNError) As(target any) bool {
 	if e.Key != "" {
 		setting = "DSN key " + strconv.Quote(e.Key)
 	}
-	*ce = &connector.ConfigError{Setting: setting, Problem: e.Problem, Fix: e.Fix}
+	*ce = &connector.ConfigError{Setting: setting, Problem: e.Problem, Fix: e.Fix, Err: e.cause}
 	return true
 }
 
@@ -144,12 +161,26 @@ func setTokenTTL(d *DSN, v string) error {
 	return nil
 }
 
+// pair is one key and value of a DSN.
+type pair struct {
+	key, val string
+	// open: the value was not quoted and only a space may separate it from
+	// the next pair, so the next "key" may be part of this value.
+	open bool
+}
+
 // ParseDSN parses a libpq keyword/value string or a postgres:// URL. Keys it
 // does not know are errors, so a typo such as "lakebase_endpiont" is caught
 // instead of silently ignored.
 func ParseDSN(dsn string) (DSN, error) {
+	d, _, err := parse(dsn)
+	return d, err
+}
+
+// parse is ParseDSN that also returns the pairs.
+func parse(dsn string) (DSN, []pair, error) {
 	var (
-		pairs [][2]string
+		pairs []pair
 		err   error
 	)
 	trimmed := strings.TrimSpace(dsn)
@@ -159,30 +190,102 @@ func ParseDSN(dsn string) (DSN, error) {
 		pairs, err = parseKeywordValue(trimmed)
 	}
 	if err != nil {
-		return DSN{}, err
+		return DSN{}, nil, err
 	}
 	var d DSN
 	seen := map[string]bool{}
-	for _, kv := range pairs {
-		k, v := kv[0], kv[1]
-		set, ok := keys[k]
-		if !ok {
-			if !keyShaped(k) {
-				// Not a key anybody would type: perhaps part of a value
-				// with an unquoted space. Never echo it.
-				return DSN{}, &DSNError{Problem: "an unknown key (not shown: it may be part of a value with an unquoted space)", Fix: "quote values that contain spaces (key='a value'); accepted keys are " + acceptedKeys()}
+	secret := false // an earlier unquoted password may run on into what follows
+	for i, kv := range pairs {
+		k, v := kv.key, kv.val
+		err := check(&d, seen, k, v)
+		if err == nil {
+			if k == "password" && kv.open {
+				secret = true
 			}
-			return DSN{}, &DSNError{Key: k, Problem: "unknown key", Fix: "accepted keys are " + acceptedKeys()}
+			continue
 		}
-		if seen[k] {
-			return DSN{}, &DSNError{Key: k, Problem: "given more than once", Fix: "give each key once"}
+		switch {
+		case secret:
+			// Whatever this is may be part of the password: name nothing.
+			return DSN{}, nil, &DSNError{Problem: `a setting after the unquoted value of key "password" is not valid (not shown: it may be part of the password)`,
+				Fix: `quote the password (password='...', with \' and \\ for a quote and a backslash inside), then check the settings after it`}
+		case err.Key == k && i > 0 && pairs[i-1].open && keys[k] == nil:
+			// An unknown key right after an unquoted value: perhaps part of
+			// that value with an unquoted space. Never echo it.
+			prev := pairs[i-1].key
+			return DSN{}, nil, &DSNError{Problem: "an unknown key after the value of key " + strconv.Quote(prev) + " (not shown: it may be part of that value)",
+				Fix: "quote values that contain spaces (key='a value'); " + suggest(k) + "accepted keys are " + acceptedKeys()}
 		}
-		seen[k] = true
-		if err := set(&d, v); err != nil {
-			return DSN{}, err
+		return DSN{}, nil, err
+	}
+	return d, pairs, nil
+}
+
+// afterPassword is the error for anything wrong after an unquoted
+// password, which it may belong to: it names nothing.
+func afterPassword() *DSNError {
+	return &DSNError{Problem: `a setting after the unquoted value of key "password" is not valid (not shown: it may be part of the password)`,
+		Fix: `quote the password (password='...', with \' and \\ for a quote and a backslash inside), then check the settings after it`}
+}
+
+// check applies one pair to d.
+func check(d *DSN, seen map[string]bool, k, v string) *DSNError {
+	set, ok := keys[k]
+	if !ok {
+		if !keyShaped(k) {
+			// Not a key anybody would type: perhaps part of a value with
+			// an unquoted space. Never echo it.
+			return &DSNError{Problem: "an unknown key (not shown: it may be part of a value with an unquoted space)", Fix: "quote values that contain spaces (key='a value'); accepted keys are " + acceptedKeys()}
+		}
+		return &DSNError{Key: k, Problem: "unknown key", Fix: suggest(k) + "accepted keys are " + acceptedKeys()}
+	}
+	if seen[k] {
+		return &DSNError{Key: k, Problem: "given more than once", Fix: "give each key once"}
+	}
+	seen[k] = true
+	if err := set(d, v); err != nil {
+		var de *DSNError
+		if errors.As(err, &de) {
+			return de
+		}
+		return &DSNError{Key: k, Problem: "invalid value", Fix: "check the value"}
+	}
+	return nil
+}
+
+// suggest names the accepted key closest to k, if one is within two edits.
+func suggest(k string) string {
+	best, dist := "", 3
+	for name := range keys {
+		if d := editDistance(k, name); d < dist || d == dist && name < best {
+			best, dist = name, d
 		}
 	}
-	return d, nil
+	if best == "" || dist > 2 {
+		return ""
+	}
+	return "did you mean " + strconv.Quote(best) + "? "
+}
+
+// editDistance is the Levenshtein distance of two short ASCII strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // keyShaped reports whether k looks like a connection-string key: lower
@@ -201,7 +304,9 @@ func keyShaped(k string) bool {
 }
 
 // parseURL parses postgres://user:password@host:port/dbname?key=value.
-func parseURL(s string) ([][2]string, error) {
+// Only query values can run on into a later key (through an unencoded &),
+// and only a query password is treated as one that may.
+func parseURL(s string) ([]pair, error) {
 	u, err := url.Parse(s)
 	if err != nil {
 		var ue *url.Error
@@ -213,23 +318,23 @@ func parseURL(s string) ([][2]string, error) {
 	if u.Opaque != "" || u.Fragment != "" {
 		return nil, &DSNError{Problem: "not a valid postgres URL", Fix: "use postgres://user@host:5432/dbname?lakebase_endpoint=..."}
 	}
-	var pairs [][2]string
+	var pairs []pair
 	if u.User != nil {
 		if name := u.User.Username(); name != "" {
-			pairs = append(pairs, [2]string{"user", name})
+			pairs = append(pairs, pair{key: "user", val: name})
 		}
 		if pw, ok := u.User.Password(); ok {
-			pairs = append(pairs, [2]string{"password", pw})
+			pairs = append(pairs, pair{key: "password", val: pw})
 		}
 	}
 	if h := u.Hostname(); h != "" {
-		pairs = append(pairs, [2]string{"host", h})
+		pairs = append(pairs, pair{key: "host", val: h})
 	}
 	if p := u.Port(); p != "" {
-		pairs = append(pairs, [2]string{"port", p})
+		pairs = append(pairs, pair{key: "port", val: p})
 	}
 	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
-		pairs = append(pairs, [2]string{"dbname", db})
+		pairs = append(pairs, pair{key: "dbname", val: db})
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
@@ -239,13 +344,22 @@ func parseURL(s string) ([][2]string, error) {
 	for k := range q {
 		names = append(names, k)
 	}
-	sort.Strings(names)
+	// A query password first: the keys after it are then never named.
+	sort.Slice(names, func(i, j int) bool {
+		if (names[i] == "password") != (names[j] == "password") {
+			return names[i] == "password"
+		}
+		return names[i] < names[j]
+	})
 	for _, k := range names {
 		vs := q[k]
 		if len(vs) > 1 {
+			if _, pw := q["password"]; pw && k != "password" {
+				return nil, &DSNError{Problem: `a key given more than once in a query that holds a password (not shown)`, Fix: "give each key once"}
+			}
 			return nil, &DSNError{Key: k, Problem: "given more than once", Fix: "give each key once"}
 		}
-		pairs = append(pairs, [2]string{k, vs[0]})
+		pairs = append(pairs, pair{key: k, val: vs[0], open: k == "password"})
 	}
 	return pairs, nil
 }
@@ -262,8 +376,15 @@ func redactURLError(err error) string {
 
 // parseKeywordValue parses libpq's key=value form: pairs separated by
 // whitespace, values optionally single-quoted with \' and \\ escapes.
-func parseKeywordValue(s string) ([][2]string, error) {
-	var pairs [][2]string
+func parseKeywordValue(s string) ([]pair, error) {
+	var pairs []pair
+	secret := false // an unquoted password came before: name nothing after it
+	fail := func(e *DSNError) ([]pair, error) {
+		if secret {
+			return nil, afterPassword()
+		}
+		return nil, e
+	}
 	i := 0
 	for {
 		for i < len(s) && isSpace(s[i]) {
@@ -285,19 +406,20 @@ func parseKeywordValue(s string) ([][2]string, error) {
 			// (a password, say): never echo it.
 			e := &DSNError{Problem: `a word without "=" (not shown: it may be part of a value)`, Fix: "write key=value pairs separated by spaces, and quote values that contain spaces: key='a value'"}
 			if len(pairs) > 0 {
-				e.Problem = `a word without "=" after the value of key ` + strconv.Quote(pairs[len(pairs)-1][0]) + " (not shown: it may be part of that value)"
+				e.Problem = `a word without "=" after the value of key ` + strconv.Quote(pairs[len(pairs)-1].key) + " (not shown: it may be part of that value)"
 			}
-			return nil, e
+			return fail(e)
 		}
 		if key == "" {
-			return nil, &DSNError{Problem: `"=" without a key`, Fix: "write key=value pairs separated by spaces"}
+			return fail(&DSNError{Problem: `"=" without a key`, Fix: "write key=value pairs separated by spaces"})
 		}
 		i++ // '='
 		for i < len(s) && isSpace(s[i]) {
 			i++
 		}
 		var val strings.Builder
-		if i < len(s) && s[i] == '\'' {
+		quoted := i < len(s) && s[i] == '\''
+		if quoted {
 			i++
 			closed := false
 			for i < len(s) {
@@ -316,7 +438,7 @@ func parseKeywordValue(s string) ([][2]string, error) {
 				i++
 			}
 			if !closed {
-				return nil, &DSNError{Key: key, Problem: "unterminated quoted value", Fix: `close the value with ' (escape quotes inside as \')`}
+				return fail(&DSNError{Key: key, Problem: "unterminated quoted value", Fix: `close the value with ' (escape quotes inside as \')`})
 			}
 		} else {
 			for i < len(s) && !isSpace(s[i]) {
@@ -327,7 +449,10 @@ func parseKeywordValue(s string) ([][2]string, error) {
 				i++
 			}
 		}
-		pairs = append(pairs, [2]string{key, val.String()})
+		pairs = append(pairs, pair{key: key, val: val.String(), open: !quoted})
+		if key == "password" && !quoted {
+			secret = true
+		}
 	}
 }
 

@@ -156,3 +156,47 @@ func distinctive(pw string) bool {
 	}
 	return strings.ContainsAny(pw, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") && !strings.ContainsAny(pw, " =")
 }
+
+// TestDSNErrorsNeverQuoteAValue: no DSN error contains any word of any
+// value; after an unquoted password it names nothing at all; a key that may
+// be part of the value before it is not named either.
+func TestDSNErrorsNeverQuoteAValue(t *testing.T) {
+	cases := []struct {
+		dsn     string
+		key     string   // the Key the error may name
+		secrets []string // words that must not appear
+	}{
+		{"password=Tr0ub4dor correcthorse=batterystaple", "", []string{"Tr0ub4dor", "correcthorse", "batterystaple"}},
+		{"host=h password=Tr0ub4dor port=abc", "", []string{"Tr0ub4dor", "port", "abc"}},
+		{"password=Tr0ub4dor host=a host=b", "", []string{"Tr0ub4dor", "host"}},
+		{"password=Tr0ub4dor sslmode='unterminated", "", []string{"Tr0ub4dor", "sslmode", "unterminated"}},
+		{"password='Tr0ub4dor horse' port=abc", "port", []string{"Tr0ub4dor", "horse", "abc"}},
+		{"application_name=my lakebase_endpiont=projects/p", "", []string{"lakebase_endpiont", "projects/p"}},
+		{"application_name='my app' lakebase_endpiont=x", "lakebase_endpiont", []string{"my app"}},
+		{"postgres://h/db?password=Tr0ub&dor=x", "", []string{"Tr0ub", "dor"}},
+		{"postgres://h/db?password=Tr0ub&port=1&port=2", "", []string{"Tr0ub", "port"}},
+		{"postgres://u:Tr0ub4dor@h/db?bogus=1", "bogus", []string{"Tr0ub4dor"}},
+	}
+	for _, tc := range cases {
+		_, err := ParseDSN(tc.dsn)
+		var de *DSNError
+		if !errors.As(err, &de) {
+			t.Errorf("%q: want *DSNError, got %v", tc.dsn, err)
+			continue
+		}
+		if de.Key != tc.key {
+			t.Errorf("%q: Key = %q, want %q (%v)", tc.dsn, de.Key, tc.key, err)
+		}
+		msg := err.Error()
+		for _, s := range tc.secrets {
+			if strings.Contains(msg, s) {
+				t.Errorf("%q: the error contains %q: %v", tc.dsn, s, err)
+			}
+		}
+	}
+	// A typo after an unquoted value is not named, but the fix suggests the key.
+	_, err := ParseDSN("host=h lakebase_endpiont=x")
+	if err == nil || !strings.Contains(err.Error(), `did you mean "lakebase_endpoint"?`) {
+		t.Errorf("no suggestion: %v", err)
+	}
+}

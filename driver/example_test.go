@@ -12,9 +12,13 @@ func ExampleParseDSN() {
 		panic(err)
 	}
 	fmt.Println(d.Config.User, d.Config.Host, d.Config.Database, d.Config.Endpoint, d.Config.Token.Mode)
-	_, err = driver.ParseDSN("host=h lakebase_endpiont=x password=secret")
+	_, err = driver.ParseDSN("lakebase_endpiont=x host=h password=secret")
 	fmt.Println(err.(*driver.DSNError).Key)
+	// An unquoted password with a space: nothing after "password=" is shown.
+	_, err = driver.ParseDSN("host=h password=Tr0ub4dor correcthorse=batterystaple")
+	fmt.Println(err.(*driver.DSNError).Problem)
 	// Output:
 	// app@example.com db.example.com appdb projects/p/branches/b/endpoints/e lazy
 	// lakebase_endpiont
+	// a setting after the unquoted value of key "password" is not valid (not shown: it may be part of the password)
 }

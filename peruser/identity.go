@@ -1,7 +1,9 @@
 package peruser
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -24,7 +26,8 @@ const (
 )
 
 // Identity is an end user as the Databricks Apps proxy describes them.
-// Formatting or logging an Identity never prints AccessToken.
+// Formatting (any fmt verb), logging (log/slog) or encoding (encoding/json)
+// an Identity never prints AccessToken.
 type Identity struct {
 	Email       string // the Postgres role
 	AccessToken string // the user's OAuth token (secret)
@@ -40,6 +43,19 @@ func (i Identity) GoString() string { return i.String() }
 // LogValue implements slog.LogValuer without the token.
 func (i Identity) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("email", i.Email), slog.String("user_id", i.UserID))
+}
+
+// Format implements fmt.Formatter: every verb prints String.
+func (i Identity) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(i.String())) }
+
+// MarshalJSON encodes the identity without the token (only whether one is
+// present).
+func (i Identity) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Email          string `json:"email"`
+		UserID         string `json:"user_id,omitempty"`
+		HasAccessToken bool   `json:"has_access_token"`
+	}{i.Email, i.UserID, i.AccessToken != ""})
 }
 
 // AuthError reports an identity header that is missing, malformed or not

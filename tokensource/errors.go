@@ -2,7 +2,9 @@ package tokensource
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -81,6 +83,25 @@ func (e *Error) Unwrap() error { return e.Err }
 // Transient reports whether retrying later can help.
 func (e *Error) Transient() bool { return e.Kind == KindTransient }
 
+// GoString is Error, so %#v never prints the cause's fields (a FetchFunc's
+// own error may hold a response body).
+func (e *Error) GoString() string { return e.Error() }
+
+// Format implements fmt.Formatter: every verb prints Error (fmt would print
+// the fields for verbs such as %d).
+func (e *Error) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.Error())) }
+
+// MarshalJSON encodes the scrubbed message and the kind, never the cause's
+// fields.
+func (e *Error) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Error     string `json:"error"`
+		Op        string `json:"op"`
+		Kind      string `json:"kind"`
+		Transient bool   `json:"transient"`
+	}{e.Error(), e.Op, e.Kind.String(), e.Transient()})
+}
+
 // ValidationError reports an unusable credential response.
 type ValidationError struct {
 	Field  string // e.g. "token", "expire_time"
@@ -108,11 +129,25 @@ func (e *ConfigError) Error() string {
 	return msg
 }
 
-// classify returns the kind of a raw fetch error.
+// transienter is implemented by errors that know whether retrying can
+// help: *Error here, and the error types of packages connector and driver.
+type transienter interface{ Transient() bool }
+
+// classify returns the kind of a raw fetch error. The outermost error in the
+// chain that has a Transient method decides: a *Error gives its Kind, any
+// other such error KindTransient or (when it says retrying cannot help, as
+// a connector.ConfigError does) KindConfig. Otherwise the chain's contents
+// decide.
 func classify(err error) Kind {
-	var te *Error
-	if errors.As(err, &te) {
-		return te.Kind
+	var tr transienter
+	if errors.As(err, &tr) {
+		if te, ok := tr.(*Error); ok {
+			return te.Kind
+		}
+		if tr.Transient() {
+			return KindTransient
+		}
+		return KindConfig
 	}
 	if errors.Is(err, ErrClosed) {
 		return KindClosed
@@ -164,12 +199,21 @@ func classify(err error) Kind {
 	return KindUnknown
 }
 
-// IsTransient reports whether err is a failure that retrying later can fix:
-// a *Error of kind transient, an SDK *apierr.APIError with status 429 or
-// 5xx, a net.Error, a deadline (a per-attempt timeout), a refused or reset
-// connection. 4xx errors, configuration and validation errors, a host name
-// that does not exist (NXDOMAIN), a TLS certificate that cannot be verified,
-// ErrClosed and a cancelled context are not transient.
+// IsTransient reports whether err is a failure that retrying later can fix.
+// It is the one retry predicate of this module: it answers yes exactly where
+// the README's error table says "retry helps", from every entry point.
+//
+// The outermost error in err's chain that has a Transient() bool method
+// decides: a *Error of kind transient, a *connector.WakeError (an endpoint
+// that kept refusing connections while waking up), a *connector.LoginError
+// whose forced token refresh failed transiently say yes; a
+// *connector.ConfigError, any other *connector.LoginError and a *Error of
+// another kind say no. Without such an error the chain's contents decide: an
+// SDK *apierr.APIError with status 429 or 5xx, a net.Error, a deadline (a
+// per-attempt timeout), a refused or reset connection are transient; 4xx
+// errors, configuration and validation errors, a host name that does not
+// exist (NXDOMAIN), a TLS certificate that cannot be verified, ErrClosed and
+// a cancelled context are not.
 func IsTransient(err error) bool {
 	return err != nil && classify(err) == KindTransient
 }

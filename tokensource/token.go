@@ -2,6 +2,7 @@ package tokensource
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -10,8 +11,8 @@ import (
 // Token is one Lakebase credential: the OAuth token used as the Postgres
 // password and the moment it stops being accepted at login.
 //
-// Formatting a Token with fmt (%v, %+v, %#v, %s, %q) or logging it with
-// log/slog never prints Value.
+// Formatting a Token with fmt (any verb), logging it with log/slog or
+// encoding it with encoding/json never prints Value.
 type Token struct {
 	// Value is the secret: the Postgres password for one login.
 	Value string
@@ -45,6 +46,22 @@ func (t Token) GoString() string { return t.String() }
 // Format implements fmt.Formatter so that every verb prints the redacted
 // description.
 func (t Token) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(t.String())) }
+
+// MarshalJSON encodes t without Value: {"present":true,"expiry":"..."}
+// (expiry omitted when zero). A Token marshalled this way cannot be
+// unmarshalled back into a usable token; encode Value explicitly where a
+// program really means to store the secret.
+func (t Token) MarshalJSON() ([]byte, error) {
+	var exp *time.Time
+	if !t.Expiry.IsZero() {
+		e := t.Expiry.UTC()
+		exp = &e
+	}
+	return json.Marshal(struct {
+		Present bool       `json:"present"`
+		Expiry  *time.Time `json:"expiry,omitempty"`
+	}{t.Value != "", exp})
+}
 
 // LogValue implements slog.LogValuer: only the expiry is logged.
 func (t Token) LogValue() slog.Value {

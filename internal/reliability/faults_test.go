@@ -390,3 +390,65 @@ func TestNetworkFailureInsideRefreshWindow(t *testing.T) {
 	}
 	t.Logf("%d credential calls while dropping connections and after; %d failed new connections", e.Calls(lakebasetest.RouteCredentials)-base, failed)
 }
+
+// The independent check of issue 19: 8 workers on new connections, every
+// token of the role revoked, then revoked again inside
+// ForcedRefreshInterval. The first revocation is recovered by one forced
+// refresh; the second is deferred to the end of the interval, never
+// dropped: workers fail only until then, and recover without waiting for
+// the token's refresh point.
+func TestRevokedTwiceUnderLoad(t *testing.T) {
+	const interval = 3 * time.Second
+	e := lakebasetest.Start(t)
+	cfg := config(t, e, nil)
+	cfg.ForcedRefreshInterval = interval
+	_, db := open(t, cfg)
+	db.SetMaxIdleConns(0)
+	ctx, cancel := context.WithCancel(t.Context())
+	var (
+		wg       sync.WaitGroup
+		ok, bad  atomic.Int64
+		lastFail atomic.Int64 // unix nanoseconds of the last failed query
+	)
+	for w := 0; w < 8; w++ {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				var one int
+				if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+					if ctx.Err() == nil {
+						bad.Add(1)
+						lastFail.Store(time.Now().UnixNano())
+					}
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	defer func() { cancel(); wg.Wait() }()
+	eventually(t, "some queries", 10*time.Second, func() bool { return ok.Load() > 50 })
+	calls := e.Calls(lakebasetest.RouteCredentials)
+
+	e.RevokeRole(e.ServicePrincipal())
+	n := ok.Load()
+	eventually(t, "recovery from the first revocation", 10*time.Second, func() bool { return ok.Load() > n+50 })
+	first := bad.Load()
+	rejects := e.Rejects(e.ServicePrincipal())
+	second := time.Now() // inside the interval of the forced refresh above
+	e.RevokeRole(e.ServicePrincipal())
+	eventually(t, "a refused query after the second revocation", 5*time.Second, func() bool { return bad.Load() > first })
+	n = ok.Load()
+	eventually(t, "recovery from the second revocation", 2*interval, func() bool { return ok.Load() > n+50 })
+	recovered := time.Since(second)
+	cancel()
+	wg.Wait()
+	got := e.Calls(lakebasetest.RouteCredentials) - calls
+	t.Logf("first revocation: %d failed queries; second (inside the %v interval): %d failed queries (%d logins refused by the server), recovered after %v; %d credential calls",
+		first, interval, bad.Load()-first, e.Rejects(e.ServicePrincipal())-rejects, recovered.Round(time.Millisecond), got)
+	if ended := time.Unix(0, lastFail.Load()).Sub(second); ended > interval+time.Second {
+		t.Errorf("queries still failed %v after the second revocation, want the deferral to end with the %v interval", ended, interval)
+	}
+	if got > 3 {
+		t.Errorf("credential calls = %d for two revocations, want at most 3", got)
+	}
+}

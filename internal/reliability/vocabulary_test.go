@@ -41,9 +41,9 @@ func TestErrorVocabulary(t *testing.T) {
 	// Configuration mistakes.
 	bad := base
 	bad.SSLMode = "allow"
-	_, err := connector.New(t.Context(), bad)
-	isConfig(t, "connector.New", err)
-	_, err = sql.Open(driver.Name, "port=abc")
+	_, cerr := connector.New(t.Context(), bad)
+	isConfig(t, "connector.New", cerr)
+	_, err := sql.Open(driver.Name, "port=abc")
 	isConfig(t, "sql.Open bad key value", err)
 	var de *driver.DSNError
 	if !errors.As(err, &de) || de.Key != "port" {
@@ -51,6 +51,9 @@ func TestErrorVocabulary(t *testing.T) {
 	}
 	_, err = sql.Open(driver.Name, "sslmode=allow lakebase_endpoint="+e.Endpoint())
 	isConfig(t, "sql.Open bad sslmode", err)
+	if !errors.As(err, &de) || de.Key != "sslmode" {
+		t.Errorf("sql.Open bad sslmode: want a *driver.DSNError for key sslmode too, got %v", err)
+	}
 	pbad := base
 	pbad.Endpoint = "not-an-endpoint"
 	_, err = peruser.New(t.Context(), peruser.Config{Base: pbad})
@@ -67,10 +70,35 @@ func TestErrorVocabulary(t *testing.T) {
 	}
 	gdb := connector.OpenDB(gc)
 	var le *connector.LoginError
-	if err := gdb.PingContext(t.Context()); !errors.As(err, &le) || le.Reason != connector.LoginRoleMissing {
-		t.Errorf("first use: want a *connector.LoginError (role missing), got %v", err)
+	gerr := gdb.PingContext(t.Context())
+	if !errors.As(gerr, &le) || le.Reason != connector.LoginRoleMissing {
+		t.Errorf("first use: want a *connector.LoginError (role missing), got %v", gerr)
 	}
 	gdb.Close()
+
+	// A wake longer than ConnectTimeout: a *connector.WakeError, the one
+	// failure of a connection that IsTransient calls transient besides
+	// fetch failures; a refused login and a configuration error are not.
+	wcfg := base
+	wcfg.Port, wcfg.ConnectTimeout = e.FrontDoorPort(), time.Second
+	wc, err := connector.New(t.Context(), wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetWakeDelay(time.Minute)
+	e.Suspend()
+	_, err = wc.Connect(t.Context())
+	e.Resume()
+	wc.Close()
+	var we *connector.WakeError
+	if !errors.As(err, &we) || !tokensource.IsTransient(err) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Connect during a long wake: want a transient *connector.WakeError wrapping DeadlineExceeded, got %v", err)
+	}
+	for what, err := range map[string]error{"refused login": gerr, "configuration": cerr} {
+		if tokensource.IsTransient(err) {
+			t.Errorf("%s: IsTransient = true, README says retry does not help: %v", what, err)
+		}
+	}
 
 	// Credential failures: transient or not.
 	for _, tc := range []struct {
