@@ -98,6 +98,7 @@ func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 		{"2b", func() ([]Row, error) { return env.breakdownCase(ctx, o) }},
 		{"3", func() ([]Row, error) { return env.churnCase(ctx, o) }},
 		{"4", func() ([]Row, error) { return env.queryCase(ctx, o) }},
+		{"4c", func() ([]Row, error) { return env.telemetryCase(ctx, o) }},
 		{"5", func() ([]Row, error) { return env.stampedeCase(ctx, o) }},
 		{"5b", func() ([]Row, error) { return env.boundaryCase(ctx, o) }},
 		{"7", func() ([]Row, error) { return env.scalingCase(ctx, o) }},
