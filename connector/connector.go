@@ -382,7 +382,7 @@ func (c *Connector) WorkspaceConfig(ctx context.Context) (*config.Config, error)
 	}
 	w, err := c.ws.get(ctx, "the workspace settings cannot be resolved")
 	if err != nil {
-		return nil, err
+		return nil, asConfigError(err)
 	}
 	return w.Settings(), nil
 }

@@ -35,7 +35,7 @@ func lookup(ctx context.Context, r *resolved, ws *workspace) error {
 	}
 	w, err := ws.get(ctx, missingWhat(c)+" cannot be looked up")
 	if err != nil {
-		return err
+		return asConfigError(err)
 	}
 	unbind := w.Bind(ctx)
 	defer unbind()
@@ -273,7 +273,7 @@ func (ws *workspace) build(ctx context.Context, why string) (*sdkclient.Client, 
 		return nil, fmt.Errorf("connector: %w", tokensource.ErrClosed)
 	}
 	if err != nil {
-		return nil, workspaceError(err, "", "build the Databricks workspace client")
+		return nil, &buildError{err: err, ce: workspaceError(err, "", "build the Databricks workspace client")}
 	}
 	if c.Host() == "" {
 		c.Close()
@@ -300,4 +300,43 @@ func (ws *workspace) close() {
 	if ws.own && ws.c != nil {
 		ws.c.Close()
 	}
+}
+
+// asConfigError returns the *ConfigError of a failed build (what New and
+// WorkspaceConfig report: the setting to check), else err.
+func asConfigError(err error) error {
+	var be *buildError
+	if errors.As(err, &be) {
+		return be.ce
+	}
+	return err
+}
+
+// buildError is a failed build of the workspace client: a *ConfigError
+// naming DATABRICKS_HOST (what New reports), unless the workspace could not
+// be reached, which is transient for a token fetch: the token cache then
+// retries with backoff instead of remembering a configuration error.
+type buildError struct {
+	err error        // the SDK's error
+	ce  *ConfigError // the same, attributed to a setting
+}
+
+func (e *buildError) Error() string { return e.ce.Error() }
+
+// Unwrap returns the *ConfigError, and the network failure when there is
+// one, so that errors.As reaches both.
+func (e *buildError) Unwrap() []error {
+	var ne *sdkclient.NetworkError
+	if errors.As(e.err, &ne) {
+		return []error{e.ce, ne}
+	}
+	return []error{e.ce}
+}
+
+// Transient reports whether the workspace could not be reached (a refused
+// or reset connection, a timeout), which may pass; an unknown host or an
+// untrusted certificate cannot.
+func (e *buildError) Transient() bool {
+	var ne *sdkclient.NetworkError
+	return errors.As(e.err, &ne) && !ne.Permanent()
 }

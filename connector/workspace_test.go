@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +27,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lakebase-go/lakebase/internal/leaktest"
+	"github.com/lakebase-go/lakebase/internal/sdkclient"
 	"github.com/lakebase-go/lakebase/lakebasetest"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
@@ -328,3 +331,131 @@ var (
 	_ DatabaseAPI    = database.DatabaseInterface(nil)
 	_ CurrentUserAPI = iam.CurrentUserInterface(nil)
 )
+
+// switchProxy forwards TCP connections to target, or resets them while
+// down is set: a workspace that is unreachable for a while.
+type switchProxy struct {
+	ln     net.Listener
+	target string
+	down   atomic.Bool
+	wg     sync.WaitGroup
+}
+
+func newSwitchProxy(t *testing.T, target string) *switchProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &switchProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if p.down.Load() {
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+				c.Close()
+				continue
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{}, 2)
+				go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+				go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
+	return p
+}
+
+// TestLazyBuildOutageRecovers: with Host and User given, the first fetch
+// builds the workspace client (OAuth M2M, as in a Databricks App); while the
+// workspace resets connections the fetch fails as a transient
+// *tokensource.Error, not a configuration error the token cache would
+// remember, and once the workspace answers again a later connection
+// authenticates and logs in.
+func TestLazyBuildOutageRecovers(t *testing.T) {
+	isolateSDK(t)
+	e := lakebasetest.Start(t)
+	proxy := newSwitchProxy(t, strings.TrimPrefix(e.WorkspaceURL(), "http://"))
+	proxy.down.Store(true)
+	// OAuth M2M, as in a Databricks App: building the client discovers
+	// the workspace's OIDC endpoints, so the build itself needs the network.
+	app := e.AppEnv()
+	settings := &config.Config{Host: "http://" + proxy.ln.Addr().String(), ClientID: app["DATABRICKS_CLIENT_ID"], ClientSecret: app["DATABRICKS_CLIENT_SECRET"],
+		AuthType: "oauth-m2m", HostMetadataResolver: func(context.Context, string) (*config.HostMetadata, error) { return nil, nil }}
+	cfg := baseConfig(t, e, nil)
+	cfg.WorkspaceConfig = settings
+	cfg.Token = tokensource.Options{Mode: tokensource.Lazy, RetrySchedule: []time.Duration{}, BackgroundRetryMin: 50 * time.Millisecond, BackgroundRetryMax: 100 * time.Millisecond}
+	c := mustNew(t, cfg)
+	db := OpenDB(c)
+	defer db.Close()
+	err := db.PingContext(t.Context())
+	t.Logf("during the outage: %v", err)
+	if err == nil {
+		t.Fatal("a login without a workspace")
+	}
+	if !tokensource.IsTransient(err) {
+		t.Errorf("an unreachable workspace at the first fetch should be transient: %v", err)
+	}
+	var te *tokensource.Error
+	if !errors.As(err, &te) {
+		t.Errorf("want a *tokensource.Error, got %T %v", err, err)
+	}
+	proxy.down.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err = db.PingContext(t.Context())
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after the workspace came back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBuildErrorClass: a failed build of the workspace client is transient
+// for a token fetch only when the workspace could not be reached; New and
+// WorkspaceConfig report its *ConfigError, never transient.
+func TestBuildErrorClass(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	unknown := &net.DNSError{Err: "no such host", Name: "x.invalid", IsNotFound: true}
+	for _, tc := range []struct {
+		name      string
+		cause     error
+		transient bool
+	}{
+		{"refused", sdkclient.NewNetworkErrorForTest(refused), true},
+		{"unknown host", sdkclient.NewNetworkErrorForTest(unknown), false},
+		{"auth", errors.New("default auth: cannot configure default credentials"), false},
+	} {
+		be := &buildError{err: tc.cause, ce: workspaceError(tc.cause, "", "build the Databricks workspace client")}
+		if got := tokensource.IsTransient(be); got != tc.transient {
+			t.Errorf("%s: IsTransient = %v", tc.name, got)
+		}
+		var ce *ConfigError
+		if !errors.As(be, &ce) || !strings.HasPrefix(ce.Setting, EnvDatabricksHost) {
+			t.Errorf("%s: no *ConfigError naming DATABRICKS_HOST: %v", tc.name, be)
+		}
+		if got := asConfigError(fmt.Errorf("wrapped: %w", be)); got != be.ce || tokensource.IsTransient(got) {
+			t.Errorf("%s: asConfigError = %v", tc.name, got)
+		}
+	}
+}

@@ -216,6 +216,10 @@ func (e *NetworkError) Unwrap() []error {
 	return out
 }
 
+// Permanent reports whether the failure cannot pass by itself: a host name
+// that does not exist or a certificate that cannot be verified.
+func (e *NetworkError) Permanent() bool { return isNotFound(e.Err) || isCert(e.Err) }
+
 // Timeout implements net.Error: always false, so that no SDK retry loop
 // takes it for a timeout.
 func (e *NetworkError) Timeout() bool { return false }
@@ -242,3 +246,7 @@ func isCert(err error) bool {
 	)
 	return errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &tv)
 }
+
+// NewNetworkErrorForTest returns the error the transport reports for err
+// (for tests of other packages' classifiers).
+func NewNetworkErrorForTest(err error) *NetworkError { return &NetworkError{Err: err, opaque: true} }
