@@ -246,3 +246,28 @@ func BenchmarkIdleUserPoolHeap(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAcquireRelease is a returning user's Acquire + release alone:
+// what this package adds to every request beyond the query.
+func BenchmarkAcquireRelease(b *testing.B) {
+	e, m := benchManager(b, peruser.Config{})
+	tok, err := e.AddUser(context.Background(), "bench@example.com")
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := peruser.Identity{Email: "bench@example.com", AccessToken: tok}
+	db, release, err := m.Acquire(context.Background(), id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	selectOne(b, db)
+	release()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, release, err := m.Acquire(context.Background(), id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		release()
+	}
+}

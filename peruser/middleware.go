@@ -3,9 +3,13 @@ package peruser
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"net/http"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/lakebase-go/lakebase/tokensource"
 )
 
 type ctxKey struct{}
@@ -21,19 +25,58 @@ func authModeAttr(m AuthMode) attribute.KeyValue {
 
 // Middleware resolves the request's user pool (see ForRequest), holds it
 // for the length of the request and puts it in the request context
-// (DBFromContext). A request without a valid identity gets 401, one whose
-// access token does not prove its email 403 (unless the development
-// fallback applies); the handler is not called.
+// (DBFromContext). A request that gets no pool is answered with
+// StatusCode(err) — 401 without a valid identity, 403 for an access token
+// that does not prove its email (unless the development fallback applies),
+// 503 for a transient failure, 500 otherwise — and the handler is not
+// called. The cause of every 5xx is logged (with the user's email, never a
+// token); Config.ErrorHandler, when set, writes the response.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		db, mode, release, err := m.forRequest(r)
 		if err != nil {
-			http.Error(w, http.StatusText(StatusCode(err)), StatusCode(err))
+			m.fail(w, r, err)
 			return
 		}
 		defer release()
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ctxValue{db: db, mode: mode})))
 	})
+}
+
+// fail logs the cause of a 5xx and writes the error response.
+func (m *Manager) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := StatusCode(err)
+	if code >= 500 {
+		lvl := slog.LevelError
+		switch {
+		case r.Context().Err() != nil:
+			lvl = slog.LevelInfo // the client went away
+		case code == http.StatusServiceUnavailable:
+			lvl = slog.LevelWarn
+		}
+		id := identityOf(r)
+		email := ""
+		if id.validateShape() == nil {
+			email, _ = m.canonical(id.Email)
+		}
+		m.logger.Log(r.Context(), lvl, "peruser: request failed",
+			slog.String("email", email), slog.Int("status", code),
+			slog.String("error", scrubMessage(err.Error(), id.AccessToken)))
+	}
+	if m.cfg.ErrorHandler != nil {
+		m.cfg.ErrorHandler(w, r, err)
+		return
+	}
+	http.Error(w, http.StatusText(code), code)
+}
+
+// scrubMessage removes the access token and anything credential-shaped
+// from an error message before it is logged.
+func scrubMessage(msg, token string) string {
+	if token != "" {
+		msg = strings.ReplaceAll(msg, token, "[REDACTED]")
+	}
+	return tokensource.Scrub(msg)
 }
 
 // DBFromContext returns the pool Middleware chose and whose credentials it
