@@ -3,12 +3,14 @@ package peruser
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/lakebase-go/lakebase/connector"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
@@ -56,12 +58,21 @@ func (m *Manager) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		id := identityOf(r)
 		email := ""
-		if id.validateShape() == nil {
+		var ie *identified
+		switch {
+		case errors.As(err, &ie):
+			email = ie.role
+		case id.validateShape() == nil:
 			email, _ = m.canonical(id.Email)
 		}
-		m.logger.Log(r.Context(), lvl, "peruser: request failed",
-			slog.String("email", email), slog.Int("status", code),
-			slog.String("error", scrubMessage(err.Error(), id.AccessToken)))
+		attrs := []slog.Attr{slog.String("email", email), slog.Int("status", code),
+			slog.String("error", scrubMessage(err.Error(), id.AccessToken))}
+		var le *connector.LoginError
+		if errors.As(err, &le) {
+			// The message may be cut (scrubbed messages are bounded): say why.
+			attrs = append(attrs, slog.String("reason", le.Reason.String()), slog.String("sqlstate", le.Code))
+		}
+		m.logger.LogAttrs(r.Context(), lvl, "peruser: request failed", attrs...)
 	}
 	if m.cfg.ErrorHandler != nil {
 		m.cfg.ErrorHandler(w, r, err)

@@ -166,7 +166,8 @@ func (s *userSource) setAccess(token string, until time.Time, seed *tokensource.
 	}
 	old := s.cached
 	s.access, s.accessUntil, s.cached = token, until, nil
-	s.current.Store(&token)
+	cur := token // a copy: taking token's address would move every call's argument to the heap
+	s.current.Store(&cur)
 	switch {
 	case seed != nil:
 		s.seed = *seed

@@ -164,7 +164,12 @@ func (m *Manager) verify(ctx context.Context, key tokenKey, id Identity) (*userP
 			delete(m.failed, key)
 		case f.email == "" || f.email == fold:
 			m.mu.Unlock()
-			m.logger.Debug("peruser: request refused: a failed verification of this access token is remembered", slog.String("email", id.Email), slog.String("error", f.err.Error()))
+			msg := "peruser: a failed verification of this access token is remembered"
+			var ae *AuthError
+			if errors.As(f.err, &ae) {
+				msg = "peruser: request refused: a failed verification of this access token is remembered"
+			}
+			m.logger.Debug(msg, slog.String("email", id.Email), slog.String("error", f.err.Error()))
 			return nil, f.err
 		}
 	}
@@ -244,6 +249,7 @@ func (m *Manager) run(ctx context.Context, fk flightKey, f *flight, id Identity,
 	var out outcome
 	if knownWho != "" {
 		out.pool, out.err = m.build(ctx, knownWho, id.AccessToken, knownUntil)
+		out.err = identify(knownWho, out.err)
 	} else {
 		m.proofs.Add(1)
 		out = m.prove(ctx, id)
@@ -303,6 +309,7 @@ func (m *Manager) prove(ctx context.Context, id Identity) outcome {
 		return out
 	}
 	out.pool, out.err = m.build(ctx, who, id.AccessToken, until)
+	out.err = identify(who, out.err)
 	return out
 }
 
@@ -381,12 +388,29 @@ func (m *Manager) proveLogin(ctx context.Context, id Identity, until time.Time) 
 		case errors.As(err, &le) && (le.Reason == connector.LoginCredentialRefused || le.Reason == connector.LoginRefused) && !transient(err):
 			return outcome{err: m.mismatch(id, false)}
 		case errors.As(err, &le):
-			return outcome{err: fmt.Errorf("peruser: first login of %s: %w", role, err)}
+			return outcome{err: identify(role, fmt.Errorf("peruser: first login of %s: %w", role, err))}
 		}
 		return outcome{err: fmt.Errorf("peruser: verifying the access token of %s with a login: %w", id.Email, scrubbed(err, id.AccessToken))}
 	}
 	pub, err := m.publish(p)
 	return outcome{who: role, until: until, pool: pub, err: err}
+}
+
+// identified is an error of a user whose canonical identity is known (for
+// the logs); its text is the cause's.
+type identified struct {
+	role string
+	err  error
+}
+
+func (e *identified) Error() string { return e.err.Error() }
+func (e *identified) Unwrap() error { return e.err }
+
+func identify(role string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &identified{role: role, err: err}
 }
 
 // respell reports whether a refused login may be the header's spelling of
