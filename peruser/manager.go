@@ -148,7 +148,7 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // janitor passes and flights in flight
 
-	// mu guards the maps below and userPool.removed. The hot path of a
+	// mu guards the maps below. The hot path of a
 	// returning user takes it for reading only; leases and last use are
 	// atomics.
 	mu        sync.RWMutex
@@ -502,7 +502,6 @@ func (m *Manager) Close() error {
 	}
 	all := make([]*userPool, 0, len(m.pools))
 	for _, p := range m.pools {
-		p.removed = true
 		all = append(all, p)
 	}
 	m.pools, m.folded = map[string]*userPool{}, map[string]*userPool{}

@@ -20,8 +20,6 @@ type userPool struct {
 	src    *userSource
 	leases atomic.Int32 // requests holding the pool; raised only under Manager.mu
 	used   atomic.Int64 // last use, UnixNano of Manager.clock
-	// Manager.mu:
-	removed bool // no longer in Manager.pools (closed or about to be)
 }
 
 // idle reports whether p can be closed (Manager.mu held for writing, so no
@@ -207,7 +205,6 @@ func (m *Manager) removeLocked(p *userPool, evicted bool) {
 			}
 		}
 	}
-	p.removed = true
 	if evicted {
 		m.evicted.Add(1)
 	}
