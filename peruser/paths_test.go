@@ -248,9 +248,10 @@ func TestAutoSwitchesOnlyOnEvidence(t *testing.T) {
 
 // TestLoginProofThroughSuspendedFrontDoor: the login proof rides out a
 // cold start like any pool connection (the connector's retries), and its
-// connection serves the first query. Compound: the first attempt also
-// meets a failing credential call, which answers 503 and is not
-// remembered.
+// connection serves the first query. Compound: the first attempt meets a
+// failing credential call, which answers 503 and is not remembered; the
+// second spells the email in another case, so its recovery (the role's
+// spelling) runs during the cold start.
 func TestLoginProofThroughSuspendedFrontDoor(t *testing.T) {
 	e := lakebasetest.Start(t)
 	ctx := t.Context()
@@ -276,8 +277,11 @@ func TestLoginProofThroughSuspendedFrontDoor(t *testing.T) {
 	}
 	e.FailNext(lakebasetest.RouteCredentials, 0, 0, "")
 
+	// The retry also spells the email in another case than the role: the
+	// proof's first login (as the header's spelling) meets the cold start
+	// and is refused, and the role's own spelling is tried.
 	wakes := e.WakeUps()
-	who, _, err := whoIs(ctx, m, req("wade@example.com", tok))
+	who, _, err := whoIs(ctx, m, req("WADE@example.com", tok))
 	if err != nil || who != "wade@example.com" {
 		t.Fatalf("proof through the suspended front door: %q, %v", who, err)
 	}
@@ -286,6 +290,9 @@ func TestLoginProofThroughSuspendedFrontDoor(t *testing.T) {
 	}
 	if got := e.Logins("wade@example.com"); got != 1 {
 		t.Errorf("logins %d, want 1 (the proof's connection serves the query)", got)
+	}
+	if got := e.Rejects("WADE@example.com"); got != 1 {
+		t.Errorf("refused logins as the header's spelling: %d, want 1 (then the role's spelling)", got)
 	}
 }
 
@@ -533,4 +540,14 @@ func TestVerificationCap(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+	// The hung verifications end with their requests and free their slots:
+	// a new real token is verified again.
+	deadline = time.Now().Add(10 * time.Second)
+	for m.Stats().Verifying != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.SetLatency(lakebasetest.RouteMe, 0)
+	if who, _, err := whoIs(ctx, m, req("rita@example.com", e.AddIdentityWithoutRole("rita@example.com"))); err != nil || who != "rita@example.com" {
+		t.Errorf("a new token after the cancelled verifications: %q, %v", who, err)
+	}
 }
