@@ -300,8 +300,7 @@ func (m *Manager) prove(ctx context.Context, id Identity) outcome {
 		return out
 	}
 	if err != nil {
-		var ae *AuthError
-		return outcome{err: err, anyEmail: errors.As(err, &ae) || !transient(err)}
+		return outcome{err: err, anyEmail: true} // Me's answer does not depend on the email
 	}
 	out := outcome{who: who, until: until}
 	if !strings.EqualFold(who, id.Email) {
@@ -361,7 +360,7 @@ func (m *Manager) proveLogin(ctx context.Context, id Identity, until time.Time) 
 		if errors.As(err, &te) && te.Kind == tokensource.KindAuth {
 			return outcome{err: m.rejected(id, "the workspace refuses to mint a Lakebase credential with it (invalid or expired, or the app lacks the postgres user API scope)"), anyEmail: true}
 		}
-		return outcome{err: err, anyEmail: !transient(err)}
+		return outcome{err: err, anyEmail: true} // nor does a failing mint's
 	}
 	p, err := m.newPool(role, src)
 	if err != nil {
