@@ -138,7 +138,9 @@ type Manager struct {
 	seedMargin time.Duration
 	warnOnce   sync.Once
 
-	meForbidden atomic.Bool // VerifyAuto: a token whose Me was refused proved its email by login
+	busyErr     error        // the one error of every request refused by MaxVerifications
+	busyLogged  atomic.Int64 // UnixNano of the last log line about refused requests
+	meForbidden atomic.Bool  // VerifyAuto: a token whose Me was refused proved its email by login
 	proofs      atomic.Int64
 	busy        atomic.Int64
 	created     atomic.Int64
@@ -226,6 +228,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.sp = connector.OpenDB(spConn)
+	m.busyErr = busyError(cfg.MaxVerifications)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.mu.Lock()
 	m.scheduleLocked()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -32,7 +33,8 @@ func authModeAttr(m AuthMode) attribute.KeyValue {
 // that does not prove its email (unless the development fallback applies),
 // 503 for a transient failure, 500 otherwise — and the handler is not
 // called. The cause of every 5xx is logged (with the user's email, never a
-// token); Config.ErrorHandler, when set, writes the response.
+// token; requests refused by MaxVerifications in one line a second with
+// their count); Config.ErrorHandler, when set, writes the response.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		db, mode, release, err := m.forRequest(r)
@@ -45,10 +47,21 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 	})
 }
 
+// busyLogEvery is the least time between two log lines about requests
+// refused by MaxVerifications: a flood of junk tokens is one line a second.
+const busyLogEvery = time.Second
+
 // fail logs the cause of a 5xx and writes the error response.
 func (m *Manager) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := StatusCode(err)
-	if code >= 500 {
+	switch {
+	case errors.Is(err, ErrBusy):
+		now := time.Now().UnixNano()
+		if last := m.busyLogged.Load(); now-last >= int64(busyLogEvery) && m.busyLogged.CompareAndSwap(last, now) {
+			m.logger.Warn("peruser: requests refused with 503: MaxVerifications verifications in flight (logged at most once a second)",
+				slog.Int("max_verifications", m.cfg.MaxVerifications), slog.Int64("refused_total", m.busy.Load()))
+		}
+	case code >= 500:
 		lvl := slog.LevelError
 		switch {
 		case r.Context().Err() != nil:

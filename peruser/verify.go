@@ -153,6 +153,10 @@ type outcome struct {
 func (m *Manager) verify(ctx context.Context, key tokenKey, id Identity) (*userPool, error) {
 	now := m.clock.Now()
 	fold := strings.ToLower(id.Email)
+	fk := flightKey{key: key, email: fold}
+	if err := m.refuseEarly(now, fk, id); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -164,13 +168,7 @@ func (m *Manager) verify(ctx context.Context, key tokenKey, id Identity) (*userP
 			delete(m.failed, key)
 		case f.email == "" || f.email == fold:
 			m.mu.Unlock()
-			msg := "peruser: a failed verification of this access token is remembered"
-			var ae *AuthError
-			if errors.As(f.err, &ae) {
-				msg = "peruser: request refused: a failed verification of this access token is remembered"
-			}
-			m.logger.Debug(msg, slog.String("email", id.Email), slog.String("error", f.err.Error()))
-			return nil, f.err
+			return nil, m.remembered(id, f.err)
 		}
 	}
 	var knownWho string
@@ -198,14 +196,13 @@ func (m *Manager) verify(ctx context.Context, key tokenKey, id Identity) (*userP
 		m.mu.Unlock()
 		return nil, &AuthError{Header: HeaderAccessToken, Problem: "contains characters a token cannot contain"}
 	}
-	fk := flightKey{key: key, email: fold}
 	f := m.flights[fk]
 	if f == nil {
 		capped := knownWho == ""
 		if capped && m.cfg.MaxVerifications > 0 && m.verifying >= m.cfg.MaxVerifications {
 			m.mu.Unlock()
 			m.busy.Add(1)
-			return nil, busyError(m.cfg.MaxVerifications)
+			return nil, m.busyErr
 		}
 		fctx, cancel := context.WithCancel(m.ctx)
 		f = &flight{done: make(chan struct{}), cancel: cancel, capped: capped}
@@ -239,6 +236,55 @@ func (m *Manager) verify(ctx context.Context, key tokenKey, id Identity) (*userP
 		}
 		return nil, fmt.Errorf("peruser: verifying the access token of %s: %w", id.Email, context.Cause(ctx))
 	}
+}
+
+// refuseEarly answers, under the read lock only, the requests that need
+// no change of state: a remembered failure, a remembered mismatch, a token
+// that cannot be one, and a new token beyond MaxVerifications. A flood of
+// junk is then refused without queueing for the write lock that real
+// users' first requests need. nil: verify goes on (and checks everything
+// again under the write lock).
+func (m *Manager) refuseEarly(now time.Time, fk flightKey, id Identity) error {
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return fmt.Errorf("peruser: %w", tokensource.ErrClosed)
+	}
+	if f := m.failed[fk.key]; f != nil && now.Before(f.until) && (f.email == "" || f.email == fk.email) {
+		m.mu.RUnlock()
+		return m.remembered(id, f.err)
+	}
+	e := m.verified[fk.key]
+	known := e != nil && now.Before(e.until)
+	if known && !strings.EqualFold(e.who, id.Email) {
+		m.mu.RUnlock()
+		return m.mismatch(id, true)
+	}
+	if !known && m.flights[fk] == nil {
+		if !validToken(id.AccessToken) {
+			m.mu.RUnlock()
+			return &AuthError{Header: HeaderAccessToken, Problem: "contains characters a token cannot contain"}
+		}
+		if m.cfg.MaxVerifications > 0 && m.verifying >= m.cfg.MaxVerifications {
+			m.mu.RUnlock()
+			m.busy.Add(1)
+			return m.busyErr
+		}
+	}
+	m.mu.RUnlock()
+	return nil
+}
+
+// remembered returns a remembered failure (logged at DEBUG: the
+// verification logged it when it ran).
+func (m *Manager) remembered(id Identity, err error) error {
+	msg := "peruser: a failed verification of this access token is remembered"
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		msg = "peruser: request refused: a failed verification of this access token is remembered"
+	}
+	m.logger.Debug(msg, slog.String("email", id.Email), slog.String("error", err.Error()))
+	return err
 }
 
 // run makes one flight's proof (or, for a remembered token, its first
