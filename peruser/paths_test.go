@@ -499,7 +499,8 @@ func TestVerificationCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newManager(t, peruser.Config{Base: base(t, e, nil), MaxVerifications: 2})
+	logs := &logBuf{}
+	m := newManager(t, peruser.Config{Base: base(t, e, logs), MaxVerifications: 2})
 	if _, _, err := whoIs(ctx, m, req("rita@example.com", rita)); err != nil {
 		t.Fatal(err)
 	}
@@ -535,8 +536,18 @@ func TestVerificationCap(t *testing.T) {
 	if who, _, err := whoIs(ctx, m, req("rita@example.com", rita)); err != nil || who != "rita@example.com" {
 		t.Errorf("a remembered token while the cap is reached: %q, %v", who, err)
 	}
-	if st := m.Stats(); st.Busy != 1 || e.InFlightPeak(lakebasetest.RouteMe) != 2 {
-		t.Errorf("busy %d, Me in flight at most %d; want 1 and 2", st.Busy, e.InFlightPeak(lakebasetest.RouteMe))
+	// Through Middleware: 503, and a flood of them is one log line.
+	mw := m.Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("handler called") }))
+	for i := range 5 {
+		if rec := serve(mw, req("x@example.com", fmt.Sprintf("dapi-flood-%d", i))); rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("beyond the cap through Middleware: %d", rec.Code)
+		}
+	}
+	if n := strings.Count(logs.String(), "requests refused with 503"); n != 1 {
+		t.Errorf("%d log lines for 5 requests refused by the cap, want 1:\n%s", n, logs)
+	}
+	if st := m.Stats(); st.Busy != 6 || e.InFlightPeak(lakebasetest.RouteMe) != 2 {
+		t.Errorf("busy %d, Me in flight at most %d; want 6 and 2", st.Busy, e.InFlightPeak(lakebasetest.RouteMe))
 	}
 	cancel()
 	wg.Wait()
