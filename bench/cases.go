@@ -522,7 +522,57 @@ func (env *Env) userCase(ctx context.Context, o Options) ([]Row, error) {
 		return nil, err
 	}
 	note := fmt.Sprintf("both contenders, %d new users each: %d credential calls, %d Me calls (peruser's token verification)", o.NewUsers, e.Calls(lakebasetest.RouteCredentials), e.Calls(lakebasetest.RouteMe))
-	return append(rows, pairedRows(newName, cs, samples, 10*time.Microsecond, 1, func(i int) string {
+	rows = append(rows, pairedRows(newName, cs, samples, 10*time.Microsecond, 1, func(i int) string {
+		if i == 1 {
+			return note
+		}
+		return ""
+	})...)
+
+	// New users verified by the login proof (apps without the
+	// iam.current-user:read scope): the proof's credential and connection
+	// are the pool's.
+	const loginName = "10c. per user, login proof: a new user's first SELECT 1"
+	ml, err := peruser.New(ctx, peruser.Config{Base: base, MaxUsers: 2*o.NewUsers + 10, Verify: peruser.VerifyLogin})
+	if err != nil {
+		return append(rows, notAvailable(loginName, fmt.Errorf("peruser.New: %w", err))...), nil
+	}
+	defer ml.Close()
+	users = [2][]user{}
+	next = [2]int{}
+	for i := 0; i < o.NewUsers; i++ {
+		for j := range users {
+			em := fmt.Sprintf("login%d-%d@example.com", j, i)
+			t, err := e.AddUser(ctx, em)
+			if err != nil {
+				return nil, err
+			}
+			users[j] = append(users[j], user{em, t})
+		}
+	}
+	var logins [2]int64
+	cs[1] = contender{"peruser, VerifyLogin: Acquire (mint, login proof, pool) + first SELECT 1", func(ctx context.Context) (time.Duration, error) {
+		u := take(1)
+		start := time.Now()
+		db, release, err := ml.Acquire(ctx, peruser.Identity{Email: u.email, AccessToken: u.tok})
+		if err != nil {
+			return 0, err
+		}
+		err = selectOne(ctx, db)
+		release()
+		return time.Since(start), err
+	}}
+	e.ResetCalls()
+	if samples, err = paired(ctx, cs, o.NewUsers, 0, 0, o.Seed); err != nil {
+		return nil, err
+	}
+	for j := range users {
+		for _, u := range users[j] {
+			logins[j] += e.Logins(u.email)
+		}
+	}
+	note = fmt.Sprintf("%d new users each: credential calls %d, Me calls %d; logins: plain %d, peruser %d", o.NewUsers, e.Calls(lakebasetest.RouteCredentials), e.Calls(lakebasetest.RouteMe), logins[0], logins[1])
+	return append(rows, pairedRows(loginName, cs, samples, 10*time.Microsecond, 1, func(i int) string {
 		if i == 1 {
 			return note
 		}

@@ -62,6 +62,7 @@ type api struct {
 	calls      map[Route]*atomic.Int64
 	mintsBy    map[string]*atomic.Int64 // bearer -> credential mints
 	clients    map[string]string        // OAuth client id -> secret
+	inflight   inflightTracker
 }
 
 func newAPI(e *Emulator) *api {
@@ -91,6 +92,9 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.calls[route].Add(1)
+	call := a.inflight.begin(route)
+	defer call.end()
+	w = &answerWriter{ResponseWriter: w, call: call}
 	// Read the body first: net/http notices a client that went away (and
 	// cancels r.Context()) only once the body has been consumed.
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))

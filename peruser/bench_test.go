@@ -198,51 +198,55 @@ func BenchmarkPlainFirstQuery(b *testing.B) {
 }
 
 // BenchmarkIdleUserPoolHeap reports the heap an idle user pool keeps
-// (heap-B/pool): after a request without a query (no Postgres connection,
-// no credential), and after one SELECT 1 (one idle connection and its
-// credential). The verification remembered for the user's token is
-// included. Run with -benchtime=Nx.
+// (heap-B/pool): its one idle Postgres connection (every pool opens its
+// first connection when it is built), its credential and the verification
+// remembered for the user's token. Run with -benchtime=Nx.
 func BenchmarkIdleUserPoolHeap(b *testing.B) {
-	for _, withConn := range []bool{false, true} {
-		name := "without-conn"
-		if withConn {
-			name = "with-conn"
+	e, m := benchManager(b, peruser.Config{MaxUsers: 100000, IdleTTL: time.Hour})
+	ids := newUsers(b, e, "heap", b.N)
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	b.ResetTimer()
+	for i := range b.N {
+		_, release, err := m.Acquire(context.Background(), ids[i])
+		if err != nil {
+			b.Fatal(err)
 		}
-		b.Run(name, func(b *testing.B) {
-			e, m := benchManager(b, peruser.Config{MaxUsers: 100000, IdleTTL: time.Hour})
-			var ids []peruser.Identity
-			if withConn {
-				ids = newUsers(b, e, "heap", b.N)
-			} else {
-				ids = make([]peruser.Identity, b.N)
-				for i := range ids {
-					email := fmt.Sprintf("heap%d@example.com", i)
-					ids[i] = peruser.Identity{Email: email, AccessToken: e.AddIdentityWithoutRole(email)}
-				}
-			}
-			var ms0, ms1 runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&ms0)
-			b.ResetTimer()
-			for i := range b.N {
-				db, release, err := m.Acquire(context.Background(), ids[i])
-				if err != nil {
-					b.Fatal(err)
-				}
-				if withConn {
-					selectOne(b, db)
-				}
-				release()
-			}
-			b.StopTimer()
-			runtime.GC()
-			runtime.GC()
-			runtime.ReadMemStats(&ms1)
-			if st := m.Stats(); st.OpenPools != b.N {
-				b.Fatalf("open pools %d, want %d", st.OpenPools, b.N)
-			}
-			b.ReportMetric(float64(int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc))/float64(b.N), "heap-B/pool")
-			runtime.KeepAlive(m)
-		})
+		release()
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms1)
+	if st := m.Stats(); st.OpenPools != b.N {
+		b.Fatalf("open pools %d, want %d", st.OpenPools, b.N)
+	}
+	b.ReportMetric(float64(int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc))/float64(b.N), "heap-B/pool")
+	runtime.KeepAlive(m)
+}
+
+// BenchmarkAcquireRelease is a returning user's Acquire + release alone:
+// what this package adds to every request beyond the query.
+func BenchmarkAcquireRelease(b *testing.B) {
+	e, m := benchManager(b, peruser.Config{})
+	tok, err := e.AddUser(context.Background(), "bench@example.com")
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := peruser.Identity{Email: "bench@example.com", AccessToken: tok}
+	db, release, err := m.Acquire(context.Background(), id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	selectOne(b, db)
+	release()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, release, err := m.Acquire(context.Background(), id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		release()
 	}
 }

@@ -16,7 +16,7 @@
 //
 // Databricks Apps forward the user's identity in headers that the Apps
 // proxy sets on every request it forwards:
-// X-Forwarded-Email (used as the Postgres role), X-Forwarded-Access-Token
+// X-Forwarded-Email (the user; the Postgres role), X-Forwarded-Access-Token
 // (the user's OAuth token) and X-Forwarded-User (an id, for logs only).
 // Anything that can reach the app without that proxy — a second ingress, a
 // sidecar, a caller inside the network, a local run — can set these headers
@@ -30,32 +30,52 @@
 //     userName to the email, ignoring case. It needs the
 //     iam.current-user:read user API scope.
 //   - VerifyLogin mints a Lakebase credential with the token and logs in as
-//     the email with it: Lakebase binds a credential to the identity of the
-//     token that minted it, so a token of another identity is refused. It
-//     needs only the postgres scope the pool needs anyway.
-//   - VerifyAuto (the default) uses Me and switches to the login proof for
-//     good when the workspace refuses Me with 403.
+//     the email with it, through the new pool's own connector (the TLS
+//     policy, Config.BeforeConnect/AfterConnect, cold-start retries and
+//     refused-login handling of any pool connection): Lakebase binds a
+//     credential to the identity of the token that minted it, so a token of
+//     another identity is refused. It needs only the postgres scope the
+//     pool needs anyway. The proof's credential and connection become the
+//     user's pool: a new user costs one mint and one login.
+//   - VerifyAuto (the default) uses Me; a token whose Me the workspace
+//     refuses with 403 is proven by login, and once such a token has proved
+//     its email, later tokens are proven by login without asking Me. A
+//     refusal alone switches nothing, and the switch is never undone (an
+//     app's scopes change only with a redeployment).
 //
-// The pool logs in as the identity the token proved, as the workspace
-// spells it (Me's userName; with the login proof, the email), so the case
-// of the email header does not matter.
+// One canonical identity per user: the workspace's spelling (Me's
+// userName; with the login proof, the role's spelling in Postgres, found
+// as the service principal in pg_roles when the header spells the email in
+// another case). It keys the pools, the remembered tokens and the logs, so
+// every spelling of an email gets the same pool.
+//
+// The same answer on every path: a token that does not prove the email is
+// an *AuthError with status 403, logged at WARN with the email only; no
+// pool is built or touched, so the real user's pool and stored token stay
+// as they were. A real user whose login cannot succeed — role missing, no
+// CONNECT, database missing — gets the *connector.LoginError naming the
+// fix (status 500, never the spoof WARN), whichever method verified them:
+// a user's first Acquire opens the pool's first connection. A transient
+// failure (a credential call failing with 5xx, an endpoint that does not
+// wake up in time) is a 503. A request without both the email and the
+// token (or with malformed values) is an *AuthError with status 401 and
+// never reaches the service principal. Middleware logs the cause of every
+// 5xx and lets Config.ErrorHandler render the response.
 //
 // A verified token is remembered by its SHA-256 (never the token itself)
 // until its JWT exp claim (at most MaxVerifiedAge), else for VerifiedTTL,
 // at most MaxVerifiedTokens of them. Concurrent requests with one new
-// token share one verification, bounded by VerifyTimeout and by the
-// requests' contexts. A token that does not prove the email is an
-// *AuthError with status 403, logged at WARN with the email only; no pool is
-// built or touched, so the real user's pool and stored token stay as they
-// were. A request without both the email and the token (or with malformed
-// values) is an *AuthError with status 401 and never reaches the service
-// principal.
+// token share one verification. Junk costs little: at most
+// MaxVerifications verifications run at once (beyond it a new token gets
+// a 503 wrapping ErrBusy, without a workspace call), and a failed
+// verification is remembered by the token's SHA-256 for FailedTTL (a
+// repeat is logged at DEBUG). Transient failures are never remembered.
 //
 // What verification costs: the first request of each new token waits for
 // one Me call (about a millisecond on a local emulator; one workspace round
-// trip in production), or with the login proof for one mint and one login,
-// whose credential then serves the user's pool. Later requests with the same
-// token pay one SHA-256 and a map look-up.
+// trip in production), or with the login proof for one mint and one
+// login, which then serve the user's first query. Later requests with the
+// same token pay one SHA-256, a read lock and two map look-ups.
 //
 // What it does not do: verification proves that the token belongs to the
 // email, not that the request came through the proxy. An attacker who holds
@@ -76,24 +96,24 @@
 // (explicit fields, environment, profiles, host and user look-ups). Every
 // user configuration is derived from that resolved configuration
 // (connector.Connector.Config): the same endpoint or instance, host, port,
-// database, TLS settings, token options and workspace host, with the user's
-// email as role and a token source that mints with the user's access token.
-// Nothing is read from the environment again, and building a user's pool
-// makes no network call: the only per-user calls are the user's
-// verification and credential mints.
+// database, TLS settings, hooks, token options and workspace host, with the
+// user's canonical identity as role and a token source that mints with the
+// user's access token. Nothing is read from the environment again, and
+// building a user's pool makes no look-up: the only per-user calls are the
+// user's verification, credential mints and logins.
 //
 // # Resources
 //
-// One *sql.DB per role with at most MaxOpenConnsPerUser connections, with a
-// lazy token source (no goroutine or timer per user) that keeps the user's
+// One *sql.DB per canonical identity with at most MaxOpenConnsPerUser
+// connections (the first opened when the pool is built), with a lazy
+// token source (no goroutine or timer per user) that keeps the user's
 // latest verified access token, not a workspace client: one light
 // workspace client verifies every user's token and mints every user's
 // credentials, each request carrying its user's token, on one HTTP
 // transport with bounded idle connections. A new access token is used for the user's
 // next credential mint without rebuilding the pool, and clears a failure
-// remembered for the old one. One build per email runs at a time; other
-// requests of that user wait for it or for their context. One janitor timer
-// closes pools that have been idle (no connection in use, no request
-// holding them) for IdleTTL; beyond MaxUsers the least recently used idle
-// pool is closed. A pool in use is never closed.
+// remembered for the old one. One janitor timer closes pools that have
+// been idle (no connection in use, no request holding them) for IdleTTL;
+// beyond MaxUsers the least recently used idle pool is closed. A pool in
+// use is never closed.
 package peruser

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-
-	"github.com/lakebase-go/lakebase/tokensource"
 )
 
 // The headers Databricks Apps set on every proxied request.
@@ -81,10 +79,21 @@ func (e *AuthError) StatusCode() int {
 	return e.Status
 }
 
-// StatusCode maps an error of this package to an HTTP status: 401 for a
-// missing or malformed identity header, 403 for an identity the access
-// token does not prove (both *AuthError), 503 for a transient failure
-// (workspace or credential call, a request deadline), 500 otherwise.
+// StatusCode maps an error of this package to an HTTP status, the same
+// whichever VerifyMethod verified the token:
+//
+//   - 401 for a missing or malformed identity header (*AuthError);
+//   - 403 for an access token that does not prove its email, or that the
+//     workspace refuses (*AuthError);
+//   - 503 for a transient failure: a workspace or credential call that
+//     failed transiently (a *tokensource.Error for which
+//     tokensource.IsTransient is true), an endpoint that did not wake up
+//     in time (*connector.WakeError), a request deadline, too many
+//     verifications in flight (ErrBusy);
+//   - 500 otherwise, in particular for a real user whose login cannot
+//     succeed until someone changes the database (a *connector.LoginError
+//     naming the fix: role missing, no CONNECT, database missing) and for
+//     configuration errors.
 func StatusCode(err error) int {
 	var ae *AuthError
 	switch {
@@ -92,7 +101,7 @@ func StatusCode(err error) int {
 		return http.StatusOK
 	case errors.As(err, &ae):
 		return ae.StatusCode()
-	case tokensource.IsTransient(err):
+	case transient(err):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
@@ -100,16 +109,35 @@ func StatusCode(err error) int {
 
 // IdentityFromRequest reads and validates the identity headers.
 func IdentityFromRequest(r *http.Request) (Identity, error) {
-	id := Identity{
+	id := identityOf(r)
+	return id, id.Validate()
+}
+
+// identityOf reads the identity headers without validating them.
+func identityOf(r *http.Request) Identity {
+	return Identity{
 		Email:       strings.TrimSpace(r.Header.Get(HeaderEmail)),
 		AccessToken: strings.TrimSpace(r.Header.Get(HeaderAccessToken)),
 		UserID:      strings.TrimSpace(r.Header.Get(HeaderUser)),
 	}
-	return id, id.Validate()
 }
 
 // Validate checks that the email and token are present and well formed.
 func (i Identity) Validate() error {
+	if err := i.validateShape(); err != nil {
+		return err
+	}
+	if !validToken(i.AccessToken) {
+		return &AuthError{Header: HeaderAccessToken, Problem: "contains characters a token cannot contain"}
+	}
+	return nil
+}
+
+// validateShape is Validate without the scan of the token's characters:
+// the hot path checks a token by its hash, and only a token that passed
+// the scan can have been verified; an unknown token is scanned before it
+// is verified.
+func (i Identity) validateShape() error {
 	switch {
 	case i.Email == "":
 		return &AuthError{Header: HeaderEmail, Problem: "missing or empty"}
@@ -121,8 +149,6 @@ func (i Identity) Validate() error {
 		return &AuthError{Header: HeaderAccessToken, Problem: "missing or empty"}
 	case len(i.AccessToken) > MaxTokenLen:
 		return &AuthError{Header: HeaderAccessToken, Problem: "too long"}
-	case !validToken(i.AccessToken):
-		return &AuthError{Header: HeaderAccessToken, Problem: "contains characters a token cannot contain"}
 	case len(i.UserID) > MaxUserIDLen || !printable(i.UserID):
 		return &AuthError{Header: HeaderUser, Problem: "too long or not printable"}
 	}

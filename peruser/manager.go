@@ -1,13 +1,14 @@
 package peruser
 
 import (
-	"container/list"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,10 +36,10 @@ type Config struct {
 	// Base is the service principal's configuration. Its zero fields are
 	// resolved once by connector.New (environment, profiles, look-ups);
 	// every user pool is derived from that resolved configuration (the
-	// endpoint or instance, host, port, database, TLS, token options and
-	// workspace host), with the user's email as role and a token source
-	// minting with the user's access token. Nothing is read from the
-	// environment again.
+	// endpoint or instance, host, port, database, TLS, token options,
+	// hooks and workspace host), with the user's canonical identity as
+	// role and a token source minting with the user's access token.
+	// Nothing is read from the environment again.
 	Base connector.Config
 	// MaxUsers caps the open user pools. Zero: 100. A pool in use is never
 	// closed, so the cap can be exceeded while more users are in flight.
@@ -48,19 +49,44 @@ type Config struct {
 	// MaxOpenConnsPerUser caps each user pool. Zero: 3.
 	MaxOpenConnsPerUser int
 	// Verify is how a new access token is proven to belong to the email.
-	// Zero: VerifyAuto (Me, or a credential mint and a login where the
-	// workspace refuses Me).
+	// Zero: VerifyAuto (Me, or a credential mint and a login once a token
+	// whose Me was refused has proved its email by login).
 	Verify VerifyMethod
 	// VerifiedTTL is how long a verified access token is remembered when
 	// it is not a JWT with an exp claim. Zero: DefaultVerifiedTTL (5 min).
 	// A JWT is remembered until its exp, at most MaxVerifiedAge (1 h).
 	VerifiedTTL time.Duration
-	// MaxVerifiedTokens caps the remembered tokens (least recently used
-	// first out). Zero: DefaultMaxVerifiedTokens.
+	// MaxVerifiedTokens caps the remembered tokens (about the least
+	// recently used go first). Zero: DefaultMaxVerifiedTokens.
 	MaxVerifiedTokens int
-	// VerifyTimeout bounds one verification (it is also bounded by the
-	// contexts of the requests waiting for it). Zero: DefaultVerifyTimeout.
+	// VerifyTimeout bounds the workspace call of one verification (the Me
+	// call, or the credential mint of a login proof); the login itself is
+	// bounded by the connector's ConnectTimeout, and both by the contexts
+	// of the requests waiting. Zero: DefaultVerifyTimeout.
 	VerifyTimeout time.Duration
+	// MaxVerifications caps the verifications in flight (each is a
+	// workspace call, and with the login proof a Postgres login). A new
+	// token beyond it is refused at once, without a workspace call, with a
+	// transient error wrapping ErrBusy (503). Requests that share a
+	// verification in flight, and tokens already verified, do not count.
+	// Zero: DefaultMaxVerifications; negative: no cap.
+	MaxVerifications int
+	// FailedTTL is how long a failed verification is remembered by the
+	// token's SHA-256: a token the workspace refused, one that does not
+	// prove its email, or a real user whose login cannot succeed (a
+	// *connector.LoginError: role missing, no CONNECT, database missing).
+	// Transient failures are never remembered. Zero: DefaultFailedTTL
+	// (30 s); negative: nothing is remembered.
+	FailedTTL time.Duration
+	// MaxFailedTokens caps the remembered failures. Zero:
+	// DefaultMaxFailedTokens.
+	MaxFailedTokens int
+	// ErrorHandler writes Middleware's response when a request gets no
+	// pool (as httputil.ReverseProxy.ErrorHandler): err is the error of
+	// ForRequest, StatusCode(err) the status the default handler answers
+	// with. Nil: the status text of StatusCode(err). Middleware logs the
+	// cause of every 5xx before calling it.
+	ErrorHandler func(http.ResponseWriter, *http.Request, error)
 	// DevFallbackToServicePrincipal serves requests without an identity
 	// from the service principal's pool. For local development only: it
 	// logs a warning once and reports the auth mode as service-principal.
@@ -84,24 +110,14 @@ type Config struct {
 
 // Stats are counters of a Manager.
 type Stats struct {
-	OpenPools      int   // user pools open now (including ones being built)
+	OpenPools      int   // user pools open now
 	Created        int64 // user pools created
 	Evicted        int64 // user pools closed for idleness or the MaxUsers cap
 	Verifications  int64 // access-token proofs made (Me calls or login proofs)
 	VerifiedTokens int   // verified tokens remembered now
-}
-
-// userPool is one user's pool.
-type userPool struct {
-	role  string
-	ready chan struct{} // closed when the build is done (db or err set)
-	err   error
-	db    *sql.DB
-	src   *userSource
-	elem  *list.Element // in Manager.lru
-	// Manager.mu:
-	leases int       // requests holding the pool (the builder included)
-	used   time.Time // last use
+	Verifying      int   // verifications in flight now (the ones MaxVerifications counts)
+	Busy           int64 // requests refused because MaxVerifications were in flight
+	FailedTokens   int   // failed verifications remembered now
 }
 
 // Manager hands out per-user pools. It is safe for concurrent use.
@@ -120,17 +136,32 @@ type Manager struct {
 	// seedMargin: a credential is handed out only if it is valid this much
 	// longer.
 	seedMargin time.Duration
-	verifier   *verifier
 	warnOnce   sync.Once
 
-	mu      sync.Mutex
-	pools   map[string]*userPool
-	lru     *list.List // front: most recently used
-	janitor tokensource.Timer
-	closed  bool
-	created atomic.Int64
-	evicted atomic.Int64
-	wg      sync.WaitGroup // janitor passes in flight
+	busyErr     error        // the one error of every request refused by MaxVerifications
+	busyLogged  atomic.Int64 // UnixNano of the last log line about refused requests
+	meForbidden atomic.Bool  // VerifyAuto: a token whose Me was refused proved its email by login
+	proofs      atomic.Int64
+	busy        atomic.Int64
+	created     atomic.Int64
+	evicted     atomic.Int64
+
+	ctx    context.Context // cancelled by Close; parent of every flight
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // janitor passes and flights in flight
+
+	// mu guards the maps below. The hot path of a
+	// returning user takes it for reading only; leases and last use are
+	// atomics.
+	mu        sync.RWMutex
+	pools     map[string]*userPool // by canonical role
+	folded    map[string]*userPool // by strings.ToLower(role), for headers in another case
+	verified  map[tokenKey]*verified
+	failed    map[tokenKey]*failure
+	flights   map[flightKey]*flight
+	verifying int // capped flights running
+	janitor   tokensource.Timer
+	closed    bool
 }
 
 // New builds the service principal's pool (connector.New resolves its
@@ -155,6 +186,15 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = DefaultVerifyTimeout
 	}
+	if cfg.MaxVerifications == 0 {
+		cfg.MaxVerifications = DefaultMaxVerifications
+	}
+	if cfg.FailedTTL == 0 {
+		cfg.FailedTTL = DefaultFailedTTL
+	}
+	if cfg.MaxFailedTokens <= 0 {
+		cfg.MaxFailedTokens = DefaultMaxFailedTokens
+	}
 	if cfg.Verify < VerifyAuto || cfg.Verify > VerifyLogin {
 		return nil, &connector.ConfigError{Setting: "peruser.Config.Verify", Problem: "unknown verification method " + cfg.Verify.String(), Fix: "use VerifyAuto, VerifyMe or VerifyLogin"}
 	}
@@ -169,7 +209,9 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, logger: logger, clock: cfg.Clock, spConn: spConn, pools: map[string]*userPool{}, lru: list.New()}
+	m := &Manager{cfg: cfg, logger: logger, clock: cfg.Clock, spConn: spConn,
+		pools: map[string]*userPool{}, folded: map[string]*userPool{},
+		verified: map[tokenKey]*verified{}, failed: map[tokenKey]*failure{}, flights: map[flightKey]*flight{}}
 	rc := spConn.Config()
 	var spWorkspace *config.Config
 	if cfg.NewUserWorkspace == nil {
@@ -186,7 +228,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.sp = connector.OpenDB(spConn)
-	m.verifier = newVerifier(m, cfg)
+	m.busyErr = busyError(cfg.MaxVerifications)
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.mu.Lock()
 	m.scheduleLocked()
 	m.mu.Unlock()
@@ -304,17 +347,17 @@ func (m *Manager) ServicePrincipal() *sql.DB { return m.sp }
 // ForRequest returns the pool of the request's user, held until release
 // is called (call it when the request is done; it is idempotent). A
 // request without a valid identity gets an *AuthError (401), one whose
-// token does not prove its email an *AuthError (403). With
-// DevFallbackToServicePrincipal a request without identity headers gets
-// the service principal's pool.
+// token does not prove its email an *AuthError (403); see StatusCode for
+// the other errors. With DevFallbackToServicePrincipal a request without
+// identity headers gets the service principal's pool.
 func (m *Manager) ForRequest(r *http.Request) (*sql.DB, func(), error) {
 	db, _, release, err := m.forRequest(r)
 	return db, release, err
 }
 
 func (m *Manager) forRequest(r *http.Request) (*sql.DB, AuthMode, func(), error) {
-	id, err := IdentityFromRequest(r)
-	if err != nil {
+	id := identityOf(r)
+	if err := id.validateShape(); err != nil {
 		if !m.cfg.DevFallbackToServicePrincipal || !noIdentity(r) {
 			return nil, "", nil, err
 		}
@@ -324,8 +367,11 @@ func (m *Manager) forRequest(r *http.Request) (*sql.DB, AuthMode, func(), error)
 		})
 		return m.sp, ServicePrincipal, func() {}, nil
 	}
-	db, release, err := m.Acquire(r.Context(), id)
-	return db, OnBehalfOfUser, release, err
+	p, err := m.acquire(r.Context(), id)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return p.db, OnBehalfOfUser, m.releaser(p), nil
 }
 
 // noIdentity reports whether r carries neither identity header (only such
@@ -335,145 +381,56 @@ func noIdentity(r *http.Request) bool {
 }
 
 // Acquire verifies that id's access token belongs to id.Email (once per
-// token; see Config.Verify) and returns the user's pool, building it on
-// first use, held until release is called (release is idempotent). ctx
-// bounds the verification and the wait for a build by another request.
+// token; see Config.Verify) and returns the user's pool, held until
+// release is called (release is idempotent). The pool is keyed by the
+// user's canonical identity (the workspace's spelling), so every spelling
+// of one email gets the same pool. A user's first Acquire builds the pool
+// and opens its first connection — with the login proof, the proof's own
+// connection — so a login that cannot succeed is reported here, as a
+// *connector.LoginError, whichever method verified the token. ctx bounds
+// the verification, the first login and the wait for another request's.
 // The pool is never closed while held.
 func (m *Manager) Acquire(ctx context.Context, id Identity) (*sql.DB, func(), error) {
-	if err := id.Validate(); err != nil {
+	if err := id.validateShape(); err != nil {
 		return nil, nil, err
 	}
-	pr, err := m.verifier.verify(ctx, id)
+	p, err := m.acquire(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, nil, fmt.Errorf("peruser: %w", tokensource.ErrClosed)
-	}
-	// The pool is keyed by the proven identity as the workspace spells it
-	// (the Postgres role), whatever the case of the header.
-	p := m.pools[pr.role]
-	if p == nil {
-		p = &userPool{role: pr.role, ready: make(chan struct{}), leases: 1, used: m.clock.Now()}
-		p.elem = m.lru.PushFront(p)
-		m.pools[pr.role] = p
-		m.mu.Unlock()
-		m.build(p)
-	} else {
-		p.leases++
-		p.used = m.clock.Now()
-		m.lru.MoveToFront(p.elem)
-		m.mu.Unlock()
-		select {
-		case <-p.ready:
-		default:
-			select {
-			case <-p.ready:
-			case <-ctx.Done():
-				m.release(p)
-				return nil, nil, fmt.Errorf("peruser: waiting for the pool of %s: %w", id.Email, context.Cause(ctx))
-			}
+	return p.db, m.releaser(p), nil
+}
+
+// acquire returns id's pool with one lease. The hot path — a remembered
+// token whose pool is open — is one SHA-256, a read lock, two map look-ups
+// and two atomic adds.
+func (m *Manager) acquire(ctx context.Context, id Identity) (*userPool, error) {
+	key := tokenKey(sha256.Sum256([]byte(id.AccessToken)))
+	now := m.clock.Now()
+	m.mu.RLock()
+	if e := m.verified[key]; e != nil && now.Before(e.until) && !m.closed {
+		e.used.Store(now.UnixNano())
+		if p := m.pools[e.who]; p != nil && strings.EqualFold(e.who, id.Email) {
+			p.leases.Add(1)
+			until := e.until
+			m.mu.RUnlock()
+			p.used.Store(now.UnixNano())
+			p.src.setAccess(id.AccessToken, until, nil)
+			return p, nil
 		}
 	}
-	if p.err != nil {
-		m.release(p)
-		return nil, nil, p.err
-	}
-	p.src.setAccess(id.AccessToken, pr.until, pr.seed)
-	var once sync.Once
-	return p.db, func() { once.Do(func() { m.release(p) }) }, nil
+	m.mu.RUnlock()
+	return m.verify(ctx, key, id)
 }
 
-// build creates p's pool from the user template (no network call: the
-// host and user are set) and publishes it; it evicts idle pools over the
-// cap. The builder holds one lease.
-func (m *Manager) build(p *userPool) {
-	src := &userSource{m: m}
-	cfg := m.user
-	cfg.User = p.role
-	cfg.TokenSource = src
-	conn, err := connector.New(context.Background(), cfg)
-	if err == nil {
-		conn.OnClose(src.Close)
-		p.src = src
-		p.db = connector.OpenDB(conn, connector.PoolOptions{
-			MaxOpenConns: m.cfg.MaxOpenConnsPerUser,
-			MaxIdleConns: 1,
-			MaxIdleTime:  m.cfg.IdleTTL,
-		})
-	}
-	var evict []*userPool
-	m.mu.Lock()
-	switch {
-	case err != nil:
-		p.err = fmt.Errorf("peruser: pool of %s: %w", p.role, err)
-		m.removeLocked(p, false)
-	case m.closed:
-		p.err = fmt.Errorf("peruser: %w", tokensource.ErrClosed)
-		evict = append(evict, p) // Close did not see it: it was not ready
-	default:
-		m.created.Add(1)
-		evict = m.overCapLocked(p)
-	}
-	close(p.ready)
-	m.mu.Unlock()
-	m.close(evict)
-	if err == nil {
-		m.logger.Debug("peruser: pool created", slog.String("role", p.role), slog.String("lakebase.auth_mode", string(OnBehalfOfUser)))
-	}
-}
-
-func (m *Manager) release(p *userPool) {
-	m.mu.Lock()
-	p.leases--
-	p.used = m.clock.Now()
-	m.mu.Unlock()
-}
-
-// idle reports whether p can be closed (m.mu held).
-func idle(p *userPool) bool {
-	return p.leases == 0 && p.db != nil && p.db.Stats().InUse == 0
-}
-
-// overCapLocked removes least recently used idle pools beyond MaxUsers,
-// never keep (m.mu held). It returns them for closing.
-func (m *Manager) overCapLocked(keep *userPool) []*userPool {
-	var out []*userPool
-	for e := m.lru.Back(); e != nil && len(m.pools) > m.cfg.MaxUsers; {
-		p := e.Value.(*userPool)
-		prev := e.Prev()
-		if p != keep && idle(p) {
-			m.removeLocked(p, true)
-			out = append(out, p)
+// releaser returns the idempotent release function of one lease of p.
+func (m *Manager) releaser(p *userPool) func() {
+	var done atomic.Bool
+	return func() {
+		if done.CompareAndSwap(false, true) {
+			p.used.Store(m.clock.Now().UnixNano())
+			p.leases.Add(-1)
 		}
-		e = prev
-	}
-	if len(m.pools) > m.cfg.MaxUsers {
-		m.logger.Warn("peruser: more users in flight than MaxUsers; no idle pool to evict", slog.Int("open_pools", len(m.pools)), slog.Int("max_users", m.cfg.MaxUsers))
-	}
-	return out
-}
-
-func (m *Manager) removeLocked(p *userPool, evicted bool) {
-	if m.pools[p.role] == p {
-		delete(m.pools, p.role)
-		m.lru.Remove(p.elem)
-	}
-	if evicted {
-		m.evicted.Add(1)
-	}
-}
-
-// close closes pools outside the lock.
-func (m *Manager) close(ps []*userPool) {
-	for _, p := range ps {
-		if p.db == nil {
-			continue
-		}
-		m.logger.Debug("peruser: pool closed", slog.String("role", p.role))
-		_ = p.db.Close() // also closes the connector and the token source
 	}
 }
 
@@ -485,13 +442,13 @@ func (m *Manager) scheduleLocked() {
 
 // tick is the janitor: one pass, then the next timer.
 func (m *Manager) tick() {
-	m.wg.Add(1)
-	defer m.wg.Done()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return
 	}
+	m.wg.Add(1)
+	defer m.wg.Done()
 	out := m.expiredLocked()
 	m.scheduleLocked()
 	m.mu.Unlock()
@@ -500,16 +457,13 @@ func (m *Manager) tick() {
 
 // expiredLocked removes the pools idle for IdleTTL (m.mu held).
 func (m *Manager) expiredLocked() []*userPool {
-	now := m.clock.Now()
+	now := m.clock.Now().UnixNano()
 	var out []*userPool
-	for e := m.lru.Back(); e != nil; {
-		p := e.Value.(*userPool)
-		prev := e.Prev()
-		if idle(p) && now.Sub(p.used) >= m.cfg.IdleTTL {
+	for _, p := range m.pools {
+		if idle(p) && now-p.used.Load() >= int64(m.cfg.IdleTTL) {
 			m.removeLocked(p, true)
 			out = append(out, p)
 		}
-		e = prev
 	}
 	return out
 }
@@ -529,16 +483,16 @@ func (m *Manager) Sweep() {
 
 // Stats returns the counters.
 func (m *Manager) Stats() Stats {
-	m.mu.Lock()
-	open := len(m.pools)
-	m.mu.Unlock()
-	return Stats{OpenPools: open, Created: m.created.Load(), Evicted: m.evicted.Load(),
-		Verifications: m.verifier.proofs.Load(), VerifiedTokens: m.verifier.remembered()}
+	m.mu.RLock()
+	st := Stats{OpenPools: len(m.pools), VerifiedTokens: len(m.verified), FailedTokens: len(m.failed), Verifying: m.verifying}
+	m.mu.RUnlock()
+	st.Created, st.Evicted, st.Verifications, st.Busy = m.created.Load(), m.evicted.Load(), m.proofs.Load(), m.busy.Load()
+	return st
 }
 
 // Close closes every pool (also pools still held: close the HTTP server
-// first), stops the janitor and any verification in progress. It is
-// idempotent.
+// first), stops the janitor and every verification and first login in
+// progress, and waits for them. It is idempotent.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -549,18 +503,14 @@ func (m *Manager) Close() error {
 	if m.janitor != nil {
 		m.janitor.Stop()
 	}
-	var all []*userPool
+	all := make([]*userPool, 0, len(m.pools))
 	for _, p := range m.pools {
-		select {
-		case <-p.ready:
-			all = append(all, p)
-		default: // its builder closes it
-		}
+		all = append(all, p)
 	}
-	m.pools = map[string]*userPool{}
-	m.lru.Init()
+	m.pools, m.folded = map[string]*userPool{}, map[string]*userPool{}
+	m.verified, m.failed = map[tokenKey]*verified{}, map[tokenKey]*failure{}
 	m.mu.Unlock()
-	m.verifier.close()
+	m.cancel()
 	m.wg.Wait()
 	m.close(all)
 	if m.ownTrans != nil {

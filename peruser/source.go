@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
-
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/lakebase-go/lakebase/tokensource"
 )
@@ -18,8 +18,17 @@ import (
 // Cached, so a failure remembered for the old token does not outlive it;
 // a still-valid credential of the same user is carried over as the seed,
 // so a token change costs no mint by itself.
+//
+// While proving is set the source belongs to a login proof that has not
+// succeeded yet: its credential was minted a moment ago with a token not
+// yet trusted, so a refused login is the answer of the proof, and Refresh
+// mints nothing (a newer credential of the same token cannot prove more).
 type userSource struct {
-	m *Manager
+	m       *Manager
+	proving atomic.Bool
+	// current is the latest access token, for the lock-free check of
+	// setAccess (the hot path of a returning user).
+	current atomic.Pointer[string]
 
 	mu          sync.Mutex
 	access      string    // the latest verified access token
@@ -36,18 +45,31 @@ var (
 	_ io.Closer             = (*userSource)(nil)
 )
 
+// newUserSource returns a source minting with access (trusted until
+// until), starting with seed when it is set.
+func newUserSource(m *Manager, access string, until time.Time, seed *tokensource.Token, proving bool) *userSource {
+	s := &userSource{m: m, access: access, accessUntil: until}
+	s.current.Store(&access)
+	if seed != nil {
+		s.seed = *seed
+	}
+	s.proving.Store(proving)
+	return s
+}
+
 // usable reports whether t can still be handed out for a login.
 func (s *userSource) usable(t tokensource.Token) bool {
 	return t.Value != "" && s.m.clock.Now().Add(s.m.seedMargin).Before(t.Expiry)
 }
 
-// current returns the seed or the Cached to ask (s.mu held).
+// currentLocked returns the seed or the Cached to ask (s.mu held).
 func (s *userSource) currentLocked() (tokensource.Token, *tokensource.Cached, error) {
 	if s.closed {
 		return tokensource.Token{}, nil, fmt.Errorf("peruser: %w", tokensource.ErrClosed)
 	}
 	if s.seed.Value != "" {
 		if s.usable(s.seed) {
+			s.last = s.seed
 			return s.seed, nil, nil
 		}
 		s.seed = tokensource.Token{}
@@ -64,8 +86,12 @@ func (s *userSource) Token(ctx context.Context) (tokensource.Token, error) {
 }
 
 // Refresh implements tokensource.Refresher: the connector calls it when a
-// login with stale was refused.
+// login with stale was refused. During a login proof it returns stale:
+// the refusal stands.
 func (s *userSource) Refresh(ctx context.Context, stale tokensource.Token) (tokensource.Token, error) {
+	if s.proving.Load() {
+		return stale, nil
+	}
 	return s.get(ctx, &stale)
 }
 
@@ -99,10 +125,29 @@ func (s *userSource) get(ctx context.Context, stale *tokensource.Token) (tokenso
 	}
 }
 
+// credential returns the last credential handed out, if it is still
+// usable (to seed another source of the same user).
+func (s *userSource) credential() *tokensource.Token {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.usable(s.last) {
+		return nil
+	}
+	t := s.last
+	return &t
+}
+
 // setAccess makes token (verified until until) the one the next mint uses.
 // An older token of the same user (one that is trusted for less long than
-// the current one) does not replace a newer one.
+// the current one) does not replace a newer one. The common case — the
+// token the source already has, no seed — is one atomic load and a
+// comparison.
 func (s *userSource) setAccess(token string, until time.Time, seed *tokensource.Token) {
+	if seed == nil {
+		if cur := s.current.Load(); cur != nil && *cur == token {
+			return
+		}
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -121,6 +166,8 @@ func (s *userSource) setAccess(token string, until time.Time, seed *tokensource.
 	}
 	old := s.cached
 	s.access, s.accessUntil, s.cached = token, until, nil
+	cur := token // a copy: taking token's address would move every call's argument to the heap
+	s.current.Store(&cur)
 	switch {
 	case seed != nil:
 		s.seed = *seed
@@ -138,6 +185,7 @@ func (s *userSource) Close() error {
 	s.mu.Lock()
 	c := s.cached
 	s.closed, s.cached, s.access, s.seed, s.last = true, nil, "", tokensource.Token{}, tokensource.Token{}
+	s.current.Store(nil)
 	s.mu.Unlock()
 	if c != nil {
 		return c.Close()

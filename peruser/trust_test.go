@@ -112,8 +112,13 @@ func TestSpoofedEmailIs403AndAliceUnaffected(t *testing.T) {
 			if e.MintsBy(junk) != 0 || (tc.verify == peruser.VerifyMe && e.MintsBy(mallory) != 0) {
 				t.Errorf("mints with the spoofed tokens: junk %d, mallory %d", e.MintsBy(junk), e.MintsBy(mallory))
 			}
-			if n := strings.Count(logs.String(), "level=WARN msg=\"peruser: request refused"); n < 4 {
-				t.Errorf("%d WARN lines for 4 refusals:\n%s", n, logs)
+			// One WARN per spoofing token (when its verification ran); the
+			// repeats are answered from memory and logged at DEBUG.
+			if n := strings.Count(logs.String(), "level=WARN msg=\"peruser: request refused"); n != 2 {
+				t.Errorf("%d WARN lines for 2 spoofing tokens:\n%s", n, logs)
+			}
+			if n := strings.Count(logs.String(), "level=DEBUG msg=\"peruser: request refused"); n != 6 {
+				t.Errorf("%d DEBUG lines for 6 remembered refusals:\n%s", n, logs)
 			}
 			if strings.Contains(logs.String(), "JUNKTOKEN") || strings.Contains(logs.String(), mallory) {
 				t.Error("a token was logged")
@@ -344,7 +349,8 @@ func TestVerifyMeForbiddenWithoutFallback(t *testing.T) {
 }
 
 // TestLoginProofSeedsThePool: with the login proof a new user costs one
-// mint: the proof's credential is the pool's first password.
+// mint and one login: the proof's credential and connection are the
+// pool's.
 func TestLoginProofSeedsThePool(t *testing.T) {
 	e := lakebasetest.Start(t)
 	ctx := t.Context()
@@ -365,7 +371,7 @@ func TestLoginProofSeedsThePool(t *testing.T) {
 	if got := e.MintsBy(tok); got != 1 {
 		t.Errorf("mints %d, want 1", got)
 	}
-	if got := e.Logins("gus@example.com"); got != 2 {
-		t.Errorf("logins %d, want 2 (the proof and the pool)", got)
+	if got := e.Logins("gus@example.com"); got != 1 {
+		t.Errorf("logins %d, want 1 (the proof's connection serves the query)", got)
 	}
 }
