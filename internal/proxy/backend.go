@@ -141,7 +141,9 @@ func (s *Server) forwardCancel(p packet) {
 	defer cancel()
 	if err := sendCancel(ctx, b); err != nil {
 		s.logger.Warn("proxy: cancel request not delivered", slog.String("error", err.Error()))
+		return
 	}
+	s.cancels.Add(1)
 }
 
 // keyTable maps the BackendKeyData the proxy issued to backend sessions.

@@ -52,6 +52,7 @@ type Server struct {
 	// counters
 	open, total, refused, loginFailures, rejected atomic.Int64
 	bytesIn, bytesOut                             atomic.Int64
+	cancels                                       atomic.Int64 // cancel requests delivered to Lakebase
 	lastLogin                                     atomic.Int32 // 0 none yet, 1 ok, 2 failed
 	handshakes                                    atomic.Int64 // connections in their startup (counted toward the limit)
 	rejecting                                     atomic.Int64 // over-limit connections being told so
@@ -66,6 +67,7 @@ type Stats struct {
 	OverLimit     int64 `json:"over_limit"`     // clients refused with 53300
 	BytesIn       int64 `json:"bytes_in"`       // bytes relayed from clients to Lakebase
 	BytesOut      int64 `json:"bytes_out"`      // bytes relayed from Lakebase to clients
+	Cancels       int64 `json:"cancels"`        // cancel requests delivered to Lakebase (a client's, or for a client that vanished)
 }
 
 // New validates cfg, builds the connector (connector.New: resolution and
@@ -211,7 +213,7 @@ func (s *Server) Connector() *connector.Connector { return s.conn }
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	return Stats{Open: s.open.Load(), Total: s.total.Load(), Refused: s.refused.Load(), LoginFailures: s.loginFailures.Load(),
-		OverLimit: s.rejected.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load()}
+		OverLimit: s.rejected.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Cancels: s.cancels.Load()}
 }
 
 // Run serves clients until ctx is done, then shuts down gracefully: the

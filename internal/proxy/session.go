@@ -359,6 +359,8 @@ func (ss *session) relayClient() {
 		ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 		if err := sendCancel(ctx, b); err != nil {
 			ss.s.logger.Debug("proxy: cancel after client disconnect failed", slog.Uint64("session", ss.id), slog.String("error", err.Error()))
+		} else {
+			ss.s.cancels.Add(1)
 		}
 		cancel()
 	}
