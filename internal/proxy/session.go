@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/lakebase-go/lakebase/connector"
 )
 
 var sessionIDs atomic.Uint64
@@ -200,7 +202,9 @@ func (ss *session) serve() (handedOff bool) {
 	b, err := s.login(context.WithValue(ss.loginCtx, sessionKey{}, sp), sp)
 	if err != nil {
 		s.loginFailures.Add(1)
-		s.lastLogin.Store(2)
+		if !clientCaused(err, ss.database != s.db) {
+			s.lastLogin.Store(2)
+		}
 		if s.isDraining() && ss.loginCtx.Err() != nil {
 			ss.refuse("57P01", "the lakebase proxy is shutting down", "connect again to a running proxy")
 			return false
@@ -236,6 +240,14 @@ func (ss *session) serve() (handedOff bool) {
 	s.wg.Go(func() { ss.relayClient() })
 	s.wg.Go(func() { ss.relayBackend() })
 	return true
+}
+
+// clientCaused reports whether a failed login is the client's own doing
+// (a database of its choice that does not exist or that the role may not
+// use), which says nothing about the proxy's readiness.
+func clientCaused(err error, ownDatabase bool) bool {
+	var le *connector.LoginError
+	return ownDatabase && errors.As(err, &le) && (le.Reason == connector.LoginDatabaseMissing || le.Reason == connector.LoginNoPermission)
 }
 
 // checkStartup applies the user rule and reads the session settings; on a
