@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/lakebase-go/lakebase/internal/doctor"
@@ -51,7 +52,11 @@ func runDoctor(ctx context.Context, fs *flag.FlagSet, args []string, out, errOut
 	ok := doctor.Run(ctx, doctor.Options{Config: s.lazy(cliLogger(errOut)), Profile: s.profile, StageTimeout: *timeout}, func(st doctor.Stage) {
 		fmt.Fprintf(out, "  %-4s %-22s %9s  %s\n", st.Status, st.Name, st.Duration.Round(100*time.Microsecond), st.Detail)
 		if st.Status == doctor.Failed {
-			fmt.Fprintf(out, "\n  error: %v\n", st.Err)
+			msg := st.Err.Error()
+			if st.Fix != "" {
+				msg = strings.TrimSuffix(msg, " (fix: "+st.Fix+")")
+			}
+			fmt.Fprintf(out, "\n  error: %s\n", msg)
 			if st.Fix != "" {
 				fmt.Fprintf(out, "  fix:   %s\n", st.Fix)
 			}

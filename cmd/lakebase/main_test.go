@@ -20,7 +20,19 @@ import (
 	"github.com/lakebase-go/lakebase/lakebasetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leaktest.Options()...) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	if code == 0 {
+		if err := goleak.Find(leaktest.Options()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // envVars are every variable the command (the connector, the SDK, libpq
 // conventions) reads; tests start from none of them.

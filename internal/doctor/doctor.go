@@ -269,7 +269,11 @@ func (w *walk) settings(context.Context) (string, error) {
 	add("user", val(c.User, connector.EnvUser, connector.EnvClientID), w.origin(c.User, connector.EnvUser, connector.EnvClientID), "(the workspace identity)")
 	add("sslmode", val(c.SSLMode, connector.EnvSSLMode), w.origin(c.SSLMode, connector.EnvSSLMode), "verify-full")
 	add("sslrootcert", val(c.SSLRootCert, connector.EnvSSLRootCert), w.origin(c.SSLRootCert, connector.EnvSSLRootCert), "(system roots)")
-	add("connect_timeout", val("", connector.EnvConnectTimeout), w.origin("", connector.EnvConnectTimeout), connector.DefaultConnectTimeout.String())
+	ct := val("", connector.EnvConnectTimeout)
+	if ct != "" {
+		ct += "s"
+	}
+	add("connect_timeout", ct, w.origin("", connector.EnvConnectTimeout), connector.DefaultConnectTimeout.String())
 	switch {
 	case w.o.Profile != "":
 		parts = append(parts, "workspace=profile "+w.o.Profile+" (flag)")

@@ -230,6 +230,9 @@ func (s *Server) Run(ctx context.Context) error {
 		s.logger.Info("proxy: listening", slog.String("address", ln.Addr().String()), slog.String("network", ln.Addr().Network()),
 			slog.String("role", s.role), slog.String("database", s.db), slog.String("lakebase_host", s.conn.Host()))
 	}
+	if s.httpSrv != nil {
+		s.logger.Info("proxy: health endpoints", slog.String("address", s.httpSrv.ln.Addr().String()), slog.String("paths", "/livez /readyz"))
+	}
 	var runErr error
 	select {
 	case <-ctx.Done():
