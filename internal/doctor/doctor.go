@@ -180,14 +180,12 @@ type walk struct {
 	o      Options
 	report func(Stage)
 
-	cfg     connector.Config // explicit fields and environment, as resolved for display
 	built   *sdkclient.Bounded
 	ws      *databricks.WorkspaceClient
 	me      string
 	conn    *connector.Connector
 	host    string
 	port    int
-	tlsCfg  *tls.Config
 	tcpConn net.Conn
 	sslOK   bool // the server answered S to the SSLRequest
 	dc      driver.Conn

@@ -74,12 +74,23 @@ func TestShutdown(t *testing.T) {
 	t.Run("sessions past the grace are closed", func(t *testing.T) {
 		h := startProxy(t, e, func(c *Config) { c.ShutdownGrace = 300 * time.Millisecond })
 		a := h.mustConnect(t.Context())
+		busy := h.mustConnect(t.Context())
+		errc := make(chan error, 1)
+		go func() { _, err := busy.Exec(context.Background(), "select pg_sleep(30)"); errc <- err }()
+		eventually(t, 10*time.Second, "pg_sleep running", func() bool { return backends(t, e, h.role(), "select pg_sleep") == 1 })
 		if err := h.shutdown(10 * time.Second); err != nil {
 			t.Fatal(err)
 		}
 		var n int
 		if err := a.QueryRow(t.Context(), "select 1").Scan(&n); err == nil {
 			t.Error("a session outlived the grace period")
+		}
+		if err := <-errc; err == nil {
+			t.Error("the running query finished")
+		}
+		// The running query was cancelled, not left running for nobody.
+		if h.s.Stats().Cancels < 1 {
+			t.Errorf("no cancel sent for the running query at the forced close")
 		}
 		if !strings.Contains(h.logs.String(), "grace period over") {
 			t.Error("no log line about sessions closed at the end of the grace period")

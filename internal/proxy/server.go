@@ -54,7 +54,6 @@ type Server struct {
 	bytesIn, bytesOut                             atomic.Int64
 	cancels                                       atomic.Int64 // cancel requests delivered to Lakebase
 	lastLogin                                     atomic.Int32 // 0 none yet, 1 ok, 2 failed
-	handshakes                                    atomic.Int64 // connections in their startup (counted toward the limit)
 	rejecting                                     atomic.Int64 // over-limit connections being told so
 }
 

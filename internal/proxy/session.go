@@ -43,12 +43,13 @@ type session struct {
 	killed  bool
 	key     uint32 // proxy-issued process id, 0 until issued
 
-	relays     atomic.Int32
-	fromClient atomic.Int64
-	toClient   atomic.Int64
-	endOnce    sync.Once
-	endErr     error  // why the session ended, when not a clean close
-	endHow     string // "client closed", "backend closed", ...
+	relays      atomic.Int32
+	backendGone atomic.Bool // the backend ended the session first
+	fromClient  atomic.Int64
+	toClient    atomic.Int64
+	endOnce     sync.Once
+	endErr      error  // why the session ended, when not a clean close
+	endHow      string // "client closed", "backend closed", ...
 }
 
 func newSession(s *Server, c net.Conn) *session {
@@ -58,17 +59,6 @@ func newSession(s *Server, c net.Conn) *session {
 	}
 	ss.loginCtx, ss.loginCancel = context.WithCancel(s.ctx)
 	return ss
-}
-
-// local reports whether the client connection is loopback or a Unix socket.
-func (ss *session) local() bool {
-	switch a := ss.client.RemoteAddr().(type) {
-	case *net.TCPAddr:
-		return a.IP.IsLoopback()
-	case *net.UnixAddr:
-		return true
-	}
-	return false
 }
 
 // drain is called when a shutdown starts: a session that has not begun
@@ -357,7 +347,8 @@ func (ss *session) relayClient() {
 	defer ss.relayDone()
 	b := ss.back
 	var tail tailBytes
-	err := relay(b.conn, ss.cl, &ss.fromClient, &tail)
+	rerr, werr := relay(b.conn, ss.cl, &ss.fromClient, &tail)
+	err := errors.Join(rerr, werr)
 	clean := tail.isTerminate()
 	switch {
 	case clean:
@@ -367,7 +358,9 @@ func (ss *session) relayClient() {
 	default:
 		ss.end("client connection failed", err)
 	}
-	if !clean && !ss.wasKilled() {
+	if !clean && !ss.backendGone.Load() {
+		// Also when the proxy itself closes the session (shutdown): a
+		// cancel for an idle session is ignored by the server.
 		ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 		if err := sendCancel(ctx, b); err != nil {
 			ss.s.logger.Debug("proxy: cancel after client disconnect failed", slog.Uint64("session", ss.id), slog.String("error", err.Error()))
@@ -384,7 +377,11 @@ func (ss *session) relayClient() {
 // message reaches the client first.
 func (ss *session) relayBackend() {
 	defer ss.relayDone()
-	err := relay(ss.cl, ss.back.conn, &ss.toClient, nil)
+	rerr, werr := relay(ss.cl, ss.back.conn, &ss.toClient, nil)
+	if werr == nil && !isClosedConn(rerr) {
+		ss.backendGone.Store(true) // the backend ended it (EOF or a failure), not the proxy
+	}
+	err := errors.Join(rerr, werr)
 	switch {
 	case err == nil || isEOF(err):
 		ss.end("backend closed the connection", nil)
@@ -402,12 +399,6 @@ func (ss *session) relayDone() {
 		ss.finish()
 		ss.s.remove(ss)
 	}
-}
-
-func (ss *session) wasKilled() bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.killed
 }
 
 // welcome is what a client receives once the backend session is up:

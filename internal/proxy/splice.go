@@ -18,10 +18,11 @@ const (
 
 var largePool = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
 
-// relay copies src to dst until src ends or either side fails. It returns
-// nil at EOF. Every byte read is written before the next read, so when the
-// backend ends a session its last message (a FATAL) reaches the client.
-func relay(dst io.Writer, src io.Reader, n *atomic.Int64, tail *tailBytes) error {
+// relay copies src to dst until src ends or either side fails; it returns
+// the read error (nil at EOF) or the write error that ended it. Every byte
+// read is written before the next read, so when the backend ends a session
+// its last message (a FATAL) reaches the client.
+func relay(dst io.Writer, src io.Reader, n *atomic.Int64, tail *tailBytes) (readErr, writeErr error) {
 	var small [smallBuf]byte
 	buf := small[:]
 	var large *[]byte
@@ -39,17 +40,17 @@ func relay(dst io.Writer, src io.Reader, n *atomic.Int64, tail *tailBytes) error
 			w, werr := dst.Write(buf[:k])
 			n.Add(int64(w))
 			if werr != nil {
-				return werr
+				return nil, werr
 			}
 			if w != k {
-				return io.ErrShortWrite
+				return nil, io.ErrShortWrite
 			}
 		}
 		if rerr != nil {
 			if rerr == io.EOF {
-				return nil
+				return nil, nil
 			}
-			return rerr
+			return rerr, nil
 		}
 		switch {
 		case large == nil && k == len(buf):
