@@ -49,7 +49,7 @@ func runDoctor(ctx context.Context, fs *flag.FlagSet, args []string, out, errOut
 		return exitUsage
 	}
 	fmt.Fprintln(out, "lakebase doctor")
-	ok := doctor.Run(ctx, doctor.Options{Config: s.lazy(cliLogger(errOut)), Profile: s.profile, StageTimeout: *timeout}, func(st doctor.Stage) {
+	ok := doctor.Run(ctx, doctor.Options{Config: s.lazy(cliLogger(errOut)), StageTimeout: *timeout}, func(st doctor.Stage) {
 		fmt.Fprintf(out, "  %-4s %-22s %9s  %s\n", st.Status, st.Name, st.Duration.Round(100*time.Microsecond), st.Detail)
 		if st.Status == doctor.Failed {
 			msg := st.Err.Error()

@@ -82,6 +82,22 @@ func TestDoctor(t *testing.T) {
 		noToken(t, "doctor output", out+errOut)
 	})
 
+	t.Run("healthy with --profile", func(t *testing.T) {
+		cfgFile := filepath.Join(t.TempDir(), "databrickscfg")
+		if err := os.WriteFile(cfgFile, []byte("[emu]\nhost = "+e.WorkspaceURL()+"\ntoken = "+e.ServicePrincipalToken()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env := e.Env()
+		delete(env, "DATABRICKS_HOST")
+		delete(env, "DATABRICKS_TOKEN")
+		setEnv(t, env)
+		t.Setenv("DATABRICKS_CONFIG_FILE", cfgFile)
+		code, out, errOut := lakebase(t, "doctor", "--profile", "emu")
+		if code != 0 || !strings.Contains(out, "workspace=profile emu (flag)") {
+			t.Fatalf("doctor --profile: %d\n%s\n%s", code, out, errOut)
+		}
+	})
+
 	const missing = "norole@example.com"
 	bearer := e.AddIdentityWithoutRole(missing)
 	for _, tc := range []struct {

@@ -200,7 +200,7 @@ func TestToken(t *testing.T) {
 		t.Errorf("token --profile: %d %s", code, errOut)
 	}
 	code, _, errOut = lakebase(t, "token", "--profile", "missing")
-	if code != 1 || !strings.Contains(errOut, `--profile "missing"`) {
+	if code != 1 || !strings.Contains(errOut, "no missing profile configured") {
 		t.Errorf("token --profile missing: %d %s", code, errOut)
 	}
 }

@@ -215,15 +215,6 @@ func runProxy(ctx context.Context, fs *flag.FlagSet, args []string, out, errOut 
 	}()
 	defer func() { close(done); <-watched }()
 
-	if f.profile != "" {
-		w, release, err := f.settings.workspace(startCtx)
-		if err != nil {
-			fmt.Fprintln(errOut, err)
-			return exitFail
-		}
-		defer release()
-		cfg.Connector.Workspace = w
-	}
 	s, err := proxy.New(startCtx, cfg)
 	if err != nil {
 		fmt.Fprintln(errOut, err)

@@ -7,10 +7,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/config"
 
 	"github.com/lakebase-go/lakebase/connector"
-	"github.com/lakebase-go/lakebase/internal/sdkclient"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
@@ -37,23 +36,17 @@ func (s *settings) register(fs *flag.FlagSet) {
 // config is the connector configuration of the flags: set fields are the
 // flags, every other one falls back to the environment in connector.New.
 func (s *settings) config(logger *slog.Logger) connector.Config {
-	return connector.Config{
+	c := connector.Config{
 		Endpoint: s.endpoint, Instance: s.instance, Host: s.host, Port: s.port, Database: s.database, User: s.user,
 		TokenTTL: s.tokenTTL, Logger: logger,
 		Token: tokensource.Options{EarlyRefresh: s.earlyRefresh, SafetyMargin: s.safetyMargin},
 	}
-}
-
-// workspace builds the workspace client of --profile, bounded by ctx like
-// the connector's own; release closes it.
-func (s *settings) workspace(ctx context.Context) (*databricks.WorkspaceClient, func(), error) {
-	b, err := sdkclient.Build(ctx, &databricks.Config{Profile: s.profile})
-	if err != nil {
-		return nil, nil, fmt.Errorf("lakebase: --profile %q: cannot set up the workspace client: %s (fix: check the profile (databricks auth profiles) or run databricks auth login --profile %s)",
-			s.profile, tokensource.Scrub(err.Error()), s.profile)
+	if s.profile != "" {
+		// The connector's own client with the SDK's unified
+		// authentication, from this profile.
+		c.WorkspaceConfig = &config.Config{Profile: s.profile}
 	}
-	b.Release()
-	return b.Client, b.Close, nil
+	return c
 }
 
 // lazy is config with lazy token fetching: the short-lived commands fetch
@@ -64,24 +57,14 @@ func (s *settings) lazy(logger *slog.Logger) connector.Config {
 	return c
 }
 
-// open builds the connector as connector.New does (with --profile, on
-// that profile's workspace client). The returned function releases
-// everything.
+// open builds the connector as connector.New does; the returned function
+// closes it.
 func (s *settings) open(ctx context.Context, cfg connector.Config) (*connector.Connector, func(), error) {
-	release := func() {}
-	if s.profile != "" {
-		w, rel, err := s.workspace(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		cfg.Workspace, release = w, rel
-	}
 	c, err := connector.New(ctx, cfg)
 	if err != nil {
-		release()
 		return nil, nil, err
 	}
-	return c, func() { _ = c.Close(); release() }, nil
+	return c, func() { _ = c.Close() }, nil
 }
 
 // validate rejects negative durations (tokensource would silently treat

@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/apierr"
 	"github.com/databricks/databricks-sdk-go/service/database"
 	"github.com/databricks/databricks-sdk-go/service/iam"
@@ -68,9 +67,6 @@ type Options struct {
 	// a set field came from a flag. Zero fields fall back to the
 	// environment (LookupEnv) exactly as in connector.New.
 	Config connector.Config
-	// Profile is the Databricks configuration profile to use ("" for the
-	// SDK's default resolution).
-	Profile string
 	// StageTimeout bounds each network stage except TCP and login (bounded
 	// by the connector's ConnectTimeout). Zero: 30 s.
 	StageTimeout time.Duration
@@ -173,8 +169,7 @@ type walk struct {
 	o      Options
 	report func(Stage)
 
-	built   *sdkclient.Bounded
-	ws      *databricks.WorkspaceClient
+	ws      *sdkclient.Client
 	me      string
 	conn    *connector.Connector
 	host    string
@@ -194,8 +189,8 @@ func (w *walk) cleanup() {
 	if w.conn != nil {
 		_ = w.conn.Close()
 	}
-	if w.built != nil {
-		w.built.Close()
+	if w.ws != nil {
+		w.ws.Close()
 	}
 }
 
@@ -266,8 +261,8 @@ func (w *walk) settings(context.Context) (string, error) {
 	}
 	add("connect_timeout", ct, w.origin("", connector.EnvConnectTimeout), connector.DefaultConnectTimeout.String())
 	switch {
-	case w.o.Profile != "":
-		parts = append(parts, "workspace=profile "+w.o.Profile+" (flag)")
+	case c.WorkspaceConfig != nil && c.WorkspaceConfig.Profile != "":
+		parts = append(parts, "workspace=profile "+c.WorkspaceConfig.Profile+" (flag)")
 	case w.env("DATABRICKS_HOST") != "":
 		parts = append(parts, "workspace="+w.env("DATABRICKS_HOST")+" (DATABRICKS_HOST)")
 	case w.env("DATABRICKS_CONFIG_PROFILE") != "":
@@ -281,26 +276,18 @@ func (w *walk) settings(context.Context) (string, error) {
 // workspace builds the workspace client (the SDK's unified auth) and
 // checks that its host answers HTTP at all.
 func (w *walk) workspace(ctx context.Context) (string, error) {
-	if w.o.Config.Workspace != nil {
-		w.ws = w.o.Config.Workspace
+	if ws := w.o.Config.Workspace; ws != nil {
+		w.ws = sdkclient.FromServices(ws.Config, ws.Postgres, ws.Database, ws.CurrentUser)
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, w.o.StageTimeout)
 		defer cancel()
-		var sdkCfg *databricks.Config
-		if w.o.Profile != "" {
-			sdkCfg = &databricks.Config{Profile: w.o.Profile}
-		}
-		b, err := sdkclient.Build(ctx, sdkCfg)
+		cl, err := sdkclient.Build(ctx, w.o.Config.WorkspaceConfig) // nil: the SDK's unified authentication
 		if err != nil {
 			return "", workspaceFailure("cannot set up the Databricks workspace client", err)
 		}
-		b.Release()
-		w.built, w.ws = b, b.Client
+		w.ws = cl
 	}
-	host := ""
-	if w.ws.Config != nil {
-		host = w.ws.Config.Host
-	}
+	host := w.ws.Host()
 	if host == "" {
 		return "", fail("no workspace URL: DATABRICKS_HOST is not set and no profile provides one",
 			"set DATABRICKS_HOST (https://<workspace>.cloud.databricks.com) with credentials, or pass --profile / run databricks auth login", nil)
@@ -339,6 +326,7 @@ func workspaceFailure(msg string, err error) error {
 func (w *walk) credentials(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.o.StageTimeout)
 	defer cancel()
+	defer w.ws.Bind(ctx)()
 	me, err := bounded(ctx, func() (*iam.User, error) { return w.ws.CurrentUser.Me(ctx, iam.MeRequest{}) })
 	if err != nil {
 		var ae *apierr.APIError
@@ -387,6 +375,7 @@ func (w *walk) lookupHost(ctx context.Context) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.o.StageTimeout)
 	defer cancel()
+	defer w.ws.Bind(ctx)()
 	endpoint := firstNonEmpty(c.Endpoint, w.env(connector.EnvEndpoint))
 	if c.Instance != "" {
 		endpoint = ""
@@ -436,7 +425,8 @@ func (w *walk) lookupHost(ctx context.Context) (string, error) {
 // and look-ups) and mints a database credential.
 func (w *walk) credential(ctx context.Context) (string, error) {
 	cfg := w.o.Config
-	cfg.Workspace = w.ws
+	cfg.Workspace = &connector.Workspace{Config: w.ws.Config, Postgres: w.ws.Postgres, Database: w.ws.Database, CurrentUser: w.ws.CurrentUser}
+	cfg.WorkspaceConfig = nil // the client built from it is passed instead
 	ctx, cancel := context.WithTimeout(ctx, w.o.StageTimeout)
 	defer cancel()
 	c, err := connector.New(ctx, cfg)

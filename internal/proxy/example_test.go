@@ -34,15 +34,10 @@ func ExampleServer_Run() {
 		return
 	}
 	defer e.Close()
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
 	s, err := proxy.New(ctx, proxy.Config{
 		Listen: []string{"127.0.0.1:0"},
 		Connector: connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), SSLRootCert: e.CAFile(),
-			Workspace: w, LookupEnv: func(string) (string, bool) { return "", false }},
+			WorkspaceConfig: e.WorkspaceConfig(), LookupEnv: func(string) (string, bool) { return "", false }},
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -71,12 +71,8 @@ func (s *syncBuffer) lines(t testing.TB, msg string) []map[string]any {
 // nothing from the environment.
 func connectorConfig(t testing.TB, e *lakebasetest.Emulator, logger *slog.Logger) connector.Config {
 	t.Helper()
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
 	return connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(),
-		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), Workspace: w, LookupEnv: noEnv, Logger: logger}
+		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), WorkspaceConfig: e.WorkspaceConfig(), LookupEnv: noEnv, Logger: logger}
 }
 
 // harness is a running proxy in front of an emulator.

@@ -168,11 +168,7 @@ func TestLoginErrors(t *testing.T) {
 	const email = "norole@example.com"
 	bearer := e.AddIdentityWithoutRole(email)
 	h := startProxy(t, e, func(c *Config) {
-		w, err := e.WorkspaceClientFor(bearer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Connector.Workspace, c.Connector.User = w, email
+		c.Connector.WorkspaceConfig, c.Connector.User = e.WorkspaceConfigFor(bearer), email
 	})
 	_, err := pgx.Connect(t.Context(), fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable", h.port, email, e.Database()))
 	var pe *pgconn.PgError
