@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"time"
@@ -47,6 +48,7 @@ func (o Options) copyMB() int {
 //   - 12b a new client connection: through the proxy (plaintext on
 //     loopback, then the proxy's TLS + token login through the connector)
 //     against a direct TLS + token login (target ≤ 1.10×);
+//     both through the proxy's TCP address and its Unix socket;
 //   - 12c/12d COPY of CopyMB megabytes in and out, per copy (target:
 //     throughput ≥ 0.9×, a duration ratio ≤ 1.11×);
 //   - 12e memory per idle proxied session beyond the backend connection's
@@ -63,7 +65,12 @@ func (env *Env) proxyCase(ctx context.Context, o Options) ([]Row, error) {
 	if o.CopyMB >= 100 {
 		idle = 200
 	}
-	srv, err := proxy.New(ctx, proxy.Config{Connector: cfg, Listen: []string{"127.0.0.1:0"}, Logger: quiet, MaxConnections: idle + 50})
+	sockDir, err := os.MkdirTemp("", "lakebase-bench-sock-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(sockDir)
+	srv, err := proxy.New(ctx, proxy.Config{Connector: cfg, Listen: []string{"127.0.0.1:0"}, UnixSocketDir: sockDir, Logger: quiet, MaxConnections: idle + 50})
 	if err != nil {
 		return nil, fmt.Errorf("proxy.New: %w", err)
 	}
@@ -85,8 +92,12 @@ func (env *Env) proxyCase(ctx context.Context, o Options) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	names := []string{"pgx direct to the endpoint, token in hand (the baseline)", "pgx through lakebase proxy"}
-	cfgs := []*pgx.ConnConfig{direct, via}
+	viaSocket, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", sockDir, port, e.ServicePrincipal(), e.Database()))
+	if err != nil {
+		return nil, err
+	}
+	names := []string{"pgx direct to the endpoint, token in hand (the baseline)", "pgx through lakebase proxy (TCP on loopback)", "pgx through lakebase proxy (its Unix socket)"}
+	cfgs := []*pgx.ConnConfig{direct, via, viaSocket}
 	pairs := o.proxyPairs()
 	var rows []Row
 
@@ -154,7 +165,7 @@ func (env *Env) proxyCase(ctx context.Context, o Options) ([]Row, error) {
 		copyPairs = max(min(pairs/20, 10), 5)
 	}
 	cs = cs[:0]
-	for i, conn := range conns {
+	for i, conn := range conns[:2] {
 		cs = append(cs, contender{names[i], func(ctx context.Context) (time.Duration, error) {
 			if _, err := conn.Exec(ctx, "TRUNCATE bench_copy"); err != nil {
 				return 0, err
@@ -174,7 +185,7 @@ func (env *Env) proxyCase(ctx context.Context, o Options) ([]Row, error) {
 	rows = append(rows, pairedRows(fmt.Sprintf("12c. lakebase proxy: COPY %d MB in (FROM STDIN), per copy (target: throughput ≥ 0.9×)", mb), cs, samples, time.Millisecond, 1, throughputNote(samples, size))...)
 	cs = cs[:0]
 	out := fmt.Sprintf("COPY (SELECT g, repeat('x', %d) FROM generate_series(1, %d) g) TO STDOUT", copyRowBytes-12, size/copyRowBytes)
-	for i, conn := range conns {
+	for i, conn := range conns[:2] {
 		cs = append(cs, contender{names[i], func(ctx context.Context) (time.Duration, error) {
 			start := time.Now()
 			_, err := conn.PgConn().CopyTo(ctx, io.Discard, out)

@@ -30,8 +30,8 @@ func TestProxyCase(t *testing.T) {
 			paired++
 		}
 	}
-	if paired != 4 {
-		t.Errorf("%d rows with a ratio, want 4 (12a-12d, the proxy against direct)\n%s", paired, table)
+	if paired != 6 {
+		t.Errorf("%d rows with a ratio, want 6 (12a and 12b: TCP and Unix socket; 12c, 12d: TCP)\n%s", paired, table)
 	}
 	t.Log("\n" + table)
 }
