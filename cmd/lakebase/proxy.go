@@ -29,7 +29,7 @@ Lakebase with a current token, through the same path a Go program uses
 recovery). Clients connect without a password:
 
     lakebase proxy --endpoint projects/p/branches/b/endpoints/e &
-    psql "host=127.0.0.1 port=5432 user=$(whoami)@example.com dbname=databricks_postgres"
+    psql "host=127.0.0.1 port=5432 user=you@example.com dbname=databricks_postgres"
 
 What it trusts: by default it listens on 127.0.0.1:5432 only, and every
 local process that can reach that port can use the proxy's Lakebase
@@ -87,7 +87,7 @@ func (f *proxyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.passwordFile, "client-password-file", "", "`file` holding the password clients must give (SCRAM-SHA-256, printable ASCII; trailing newline ignored)")
 	fs.BoolVar(&f.userAny, "user-any", false, "accept any user name in a client's startup (the session is still the proxy's role)")
 	fs.IntVar(&f.maxConns, "max-connections", proxy.DefaultMaxConnections, "concurrent clients; more get FATAL 53300")
-	fs.DurationVar(&f.grace, "shutdown-grace", proxy.DefaultShutdownGrace, "on SIGINT/SIGTERM, how long open sessions may run on")
+	fs.DurationVar(&f.grace, "shutdown-grace", proxy.DefaultShutdownGrace, "on SIGINT/SIGTERM, how long open sessions may run on (0: close them at once)")
 	fs.DurationVar(&f.handshake, "handshake-timeout", proxy.DefaultHandshakeTimeout, "bound of a client's startup (not of the Lakebase login)")
 	fs.StringVar(&f.httpAddress, "http-address", "", "serve /livez and /readyz on this `address` (for example 127.0.0.1:9090)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate `file` for TLS to clients (with --tls-key)")
@@ -124,8 +124,8 @@ func (f *proxyFlags) config(logOut io.Writer) (proxy.Config, *slog.Logger, error
 	if f.maxConns <= 0 {
 		return cfg, nil, fmt.Errorf("lakebase: --max-connections %d: must be positive", f.maxConns)
 	}
-	if f.grace < 0 {
-		cfg.ShutdownGrace = -1
+	if f.grace <= 0 {
+		cfg.ShutdownGrace = -1 // close at once (zero would be proxy's default)
 	}
 	if f.passwordFile != "" {
 		b, err := os.ReadFile(f.passwordFile)
