@@ -162,7 +162,7 @@ func (env *Env) proxyCase(ctx context.Context, o Options) ([]Row, error) {
 	size := int64(mb) << 20
 	copyPairs := max(min(pairs, 10), 3)
 	if mb >= 100 {
-		copyPairs = max(min(pairs/20, 10), 5)
+		copyPairs = max(min(pairs/20, 20), 5)
 	}
 	cs = cs[:0]
 	for i, conn := range conns[:2] {
