@@ -36,6 +36,8 @@ type Options struct {
 	UserPairs    int   // interleaved cycles of returning users
 	NewUsers     int   // new users per contender
 	Refused      int   // refused login attempts, sequential and then concurrent
+	ProxyPairs   int   // interleaved cycles of case 12 (lakebase proxy); 0: a smoke size
+	CopyMB       int   // megabytes per COPY in case 12; 0: a smoke size
 	// Cases, if not empty, selects the cases to run by number ("2", "2b",
 	// "8", ...).
 	Cases []string
@@ -46,12 +48,12 @@ type Options struct {
 // Quick is small enough for CI (about a minute on a 2-core machine).
 var Quick = Options{HitPairs: 30, HitIters: 20000, ConnectPairs: 60, QueryPairs: 60, QueryBatch: 10, Breakdown: 10,
 	Churn: 40, Stampede: 100, Boundary: 2 * time.Second, Scaling: []int{10}, PoolPairs: 40, Wakes: 6,
-	UserPairs: 100, NewUsers: 6, Refused: 20, Seed: 1}
+	UserPairs: 100, NewUsers: 6, Refused: 20, ProxyPairs: 60, CopyMB: 20, Seed: 1}
 
 // Full is what the README table comes from.
 var Full = Options{HitPairs: 200, HitIters: 50000, ConnectPairs: 1500, QueryPairs: 1000, QueryBatch: 10, Breakdown: 60,
 	Churn: 1000, Stampede: 1000, Boundary: 8 * time.Second, Scaling: []int{10, 100, 1000}, PoolPairs: 600, Wakes: 30,
-	UserPairs: 1000, NewUsers: 30, Refused: 20, Seed: 1}
+	UserPairs: 1000, NewUsers: 30, Refused: 20, ProxyPairs: 600, CopyMB: 100, Seed: 1}
 
 // Row is one line of the comparison table.
 type Row struct {
@@ -106,6 +108,7 @@ func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 		{"9", func() ([]Row, error) { return env.wakeCase(ctx, o) }},
 		{"10", func() ([]Row, error) { return env.userCase(ctx, o) }},
 		{"11", func() ([]Row, error) { return env.refusedCase(ctx, o) }},
+		{"12", func() ([]Row, error) { return env.proxyCase(ctx, o) }}, // cases_proxy.go
 	}
 	for _, s := range steps {
 		if !o.runs(s.id) {
