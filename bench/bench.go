@@ -30,6 +30,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/databricks/databricks-sdk-go/service/postgres"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -88,7 +90,7 @@ func (env *Env) baseConn() (*pgx.ConnConfig, error) {
 }
 
 func (env *Env) fetcher() (tokensource.FetchFunc, error) {
-	w, err := env.E.WorkspaceClient()
+	w, err := fullClient(env.E.WorkspaceConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +142,7 @@ func (env *Env) Connector(ctx context.Context, k Kind) (driver.Connector, func()
 	case MintPerConn:
 		// As in the docs sample: the process's one workspace client, one
 		// credential per new connection, no cache.
-		w, err := e.WorkspaceClient()
+		w, err := fullClient(e.WorkspaceConfig())
 		if err != nil {
 			return nil, nil, err
 		}
@@ -221,4 +223,10 @@ func Quantile(ds []time.Duration, q float64) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	i := int(q * float64(len(s)-1))
 	return s[i]
+}
+
+// fullClient is the full SDK workspace client the docs sample uses (every
+// service of the SDK), for the contenders that stand for it.
+func fullClient(cfg *config.Config) (*databricks.WorkspaceClient, error) {
+	return databricks.NewWorkspaceClient((*databricks.Config)(cfg))
 }

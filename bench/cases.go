@@ -99,7 +99,7 @@ func (env *Env) breakdownCase(ctx context.Context, o Options) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	def, err := e.WorkspaceClient()
+	def, err := fullClient(e.WorkspaceConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -588,7 +588,7 @@ func (env *Env) refusedCase(ctx context.Context, o Options) ([]Row, error) {
 	const email = "norole@example.com"
 	bearer := e.AddIdentityWithoutRole(email)
 	w := e.WorkspaceConfigFor(bearer)
-	full, err := e.WorkspaceClientFor(bearer) // the docs sample's client
+	full, err := fullClient(e.WorkspaceConfigFor(bearer)) // the docs sample's client
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/databricks/databricks-sdk-go/service/database"
 	"github.com/databricks/databricks-sdk-go/service/iam"
@@ -271,7 +272,7 @@ func TestWorkspaceConfigPath(t *testing.T) {
 		t.Errorf("credential calls: %d", n)
 	}
 
-	w, err := e.WorkspaceClient()
+	w, err := databricks.NewWorkspaceClient((*databricks.Config)(e.WorkspaceConfig()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/jackc/pgx/v5"
 
@@ -448,24 +447,13 @@ func (e *Emulator) ServicePrincipal() string { return servicePrincipal }
 // fake API.
 func (e *Emulator) ServicePrincipalToken() string { return spBearer(e) }
 
-// WorkspaceClient returns an SDK client for the fake API acting as the
-// service principal. It is a full *databricks.WorkspaceClient (every
-// service of the SDK); WorkspaceConfig is the lighter way in for
-// connector.Config.
-func (e *Emulator) WorkspaceClient() (*databricks.WorkspaceClient, error) {
-	return e.WorkspaceClientFor(spBearer(e))
-}
-
-// WorkspaceClientFor returns an SDK client for the fake API with bearer.
-// Nothing is read from DATABRICKS_* variables or ~/.databrickscfg, and the
-// host-metadata lookup is skipped.
-func (e *Emulator) WorkspaceClientFor(bearer string) (*databricks.WorkspaceClient, error) {
-	return databricks.NewWorkspaceClient((*databricks.Config)(e.WorkspaceConfigFor(bearer)))
-}
-
 // WorkspaceConfig returns the Databricks SDK settings of the fake API,
 // acting as the service principal, for connector.Config.WorkspaceConfig
-// (a new value on each call: the SDK resolves it in place).
+// (a new value on each call: the SDK resolves it in place). A test that
+// needs a full SDK client builds one from it:
+// databricks.NewWorkspaceClient((*databricks.Config)(e.WorkspaceConfig())).
+// (The emulator offers no such method itself: importing the SDK's
+// databricks package compiles every one of its services into each test.)
 func (e *Emulator) WorkspaceConfig() *config.Config {
 	return e.WorkspaceConfigFor(spBearer(e))
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/databricks/databricks-sdk-go"
 	"github.com/databricks/databricks-sdk-go/apierr"
 	"github.com/databricks/databricks-sdk-go/service/database"
 	"github.com/databricks/databricks-sdk-go/service/iam"
@@ -98,7 +99,7 @@ func TestWorkspaceAPIThroughSDK(t *testing.T) {
 	e := Start(t, WithMinTTL(time.Second))
 	t.Setenv("DATABRICKS_CLIENT_ID", "leak-id")
 	t.Setenv("DATABRICKS_CLIENT_SECRET", "leak-secret")
-	w, err := e.WorkspaceClient()
+	w, err := e.fullClient(spBearer(e))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestWorkspaceAPIThroughSDK(t *testing.T) {
 	if !errors.As(err, &ae) || ae.StatusCode != 404 || ae.ErrorCode != "RESOURCE_DOES_NOT_EXIST" {
 		t.Errorf("unknown endpoint: %v", err)
 	}
-	bad, _ := e.WorkspaceClientFor("dapi-unknown")
+	bad, _ := e.fullClient("dapi-unknown")
 	_, err = bad.CurrentUser.Me(ctx, iam.MeRequest{})
 	if !errors.As(err, &ae) || ae.StatusCode != 401 {
 		t.Errorf("unknown bearer: %v", err)
@@ -231,7 +232,7 @@ func TestParallelEmulators(t *testing.T) {
 
 func TestDropConnectionFault(t *testing.T) {
 	e := Start(t)
-	w, err := e.WorkspaceClient()
+	w, err := e.fullClient(spBearer(e))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,4 +246,9 @@ func TestDropConnectionFault(t *testing.T) {
 	if _, err := w.CurrentUser.Me(t.Context(), iam.MeRequest{}); err != nil {
 		t.Fatalf("after clearing the fault: %v", err)
 	}
+}
+
+// fullClient is a full SDK workspace client for the fake API with bearer.
+func (e *Emulator) fullClient(bearer string) (*databricks.WorkspaceClient, error) {
+	return databricks.NewWorkspaceClient((*databricks.Config)(e.WorkspaceConfigFor(bearer)))
 }

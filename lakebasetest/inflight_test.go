@@ -12,7 +12,7 @@ import (
 // not after their answer; ResetInFlightPeak starts over.
 func TestInFlightPeak(t *testing.T) {
 	e := Start(t)
-	w, err := e.WorkspaceClient()
+	w, err := e.fullClient(spBearer(e))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -377,7 +377,7 @@ func TestPoolerHost(t *testing.T) {
 		return err
 	}())
 
-	w, err := e.WorkspaceClient()
+	w, err := e.fullClient(spBearer(e))
 	if err != nil {
 		t.Fatal(err)
 	}
