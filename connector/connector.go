@@ -442,11 +442,11 @@ func noEnv(string) (string, bool) { return "", false }
 // ConnConfig returns a copy of the base pgx configuration (no password).
 func (c *Connector) ConnConfig() *pgx.ConnConfig { return c.base.Copy() }
 
-// OnClose registers f to run when the connector is closed (used by OpenDB
+// onClose registers f to run when the connector is closed (used by OpenDB
 // to unregister pool metrics). Functions run in reverse order of
 // registration, outside the connector's lock, so f may call methods of c.
 // If c is already closed, f runs at once.
-func (c *Connector) OnClose(f func() error) {
+func (c *Connector) onClose(f func() error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -457,7 +457,7 @@ func (c *Connector) OnClose(f func() error) {
 	c.mu.Unlock()
 }
 
-// Close stops the token source the connector created and runs OnClose
+// Close stops the token source the connector created and runs onClose
 // functions. It is idempotent; sql.DB.Close calls it. A TokenSource passed in
 // Config is not closed. After Close, Connect and BeforeConnect fail with an
 // error that errors.Is tokensource.ErrClosed.
@@ -545,6 +545,6 @@ func (c *Connector) registerStats(db *sql.DB) error {
 	if err != nil {
 		return fmt.Errorf("connector: register pool metrics: %w", err)
 	}
-	c.OnClose(func() error { return reg.Unregister() })
+	c.onClose(func() error { return reg.Unregister() })
 	return nil
 }

@@ -430,7 +430,7 @@ func TestBeforeConnectSetsOnlyPasswordOnCopy(t *testing.T) {
 	base.Password = ""
 	c.base = *base
 	cp := c.base.Copy()
-	if err := c.BeforeConnect(t.Context(), cp); err != nil {
+	if err := c.PoolBeforeConnect(t.Context(), cp); err != nil {
 		t.Fatal(err)
 	}
 	if cp.Password != "tok-123" {

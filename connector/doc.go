@@ -61,7 +61,7 @@
 // 28xxx, 42501, 3D000 or a pooler's 08P01 refusals ("no such database",
 // "no such user" are a [*LoginError]). When the time runs out the error is a
 // [*WakeError] naming the host and wrapping the context error. The pgxpool
-// path ([Connector.PoolConfig], [Connector.BeforeConnect]) retries the same
+// path ([Connector.PoolConfig], [Connector.PoolBeforeConnect]) retries the same
 // way inside the connection's DialFunc, replaying the startup message on a
 // new transport.
 //
@@ -90,7 +90,7 @@
 // neither [Config], [*Connector] nor an error type prints a secret under any
 // fmt verb, slog or encoding/json.
 //
-// pgx-native users get the same rotation through [Connector.BeforeConnect]
+// pgx-native users get the same rotation through [Connector.PoolBeforeConnect]
 // or [Connector.PoolConfig].
 //
 // Stability: this module is at v0.1.0, before 1.0. [New], [OpenDB], [Config]

@@ -42,7 +42,7 @@ func (c *Connector) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error
 	return nil
 }
 
-// BeforeConnect is a pgxpool.Config.BeforeConnect (and
+// PoolBeforeConnect is a pgxpool.Config.BeforeConnect (and
 // stdlib.OptionBeforeConnect) hook: it sets the current token as the
 // password of the per-connection config copy. PoolConfig installs it with
 // the same policies as the database/sql path:
@@ -58,7 +58,7 @@ func (c *Connector) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error
 //     again.
 //
 // After Close it fails with an error that errors.Is tokensource.ErrClosed.
-func (c *Connector) BeforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
+func (c *Connector) PoolBeforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
 	if c.isClosed() {
 		return fmt.Errorf("connector: %w", tokensource.ErrClosed)
 	}

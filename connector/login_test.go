@@ -421,7 +421,7 @@ func TestQueryExecModePerDB(t *testing.T) {
 		return n
 	}
 	simple := OpenDB(c, WithQueryExecMode(pgx.QueryExecModeSimpleProtocol), WithMaxIdleConns(1))
-	def := OpenDB(c, PoolOptions{MaxIdleConns: 1})
+	def := OpenDB(c, WithMaxIdleConns(1))
 	if n := prepared(simple); n != 0 {
 		t.Errorf("simple protocol DB: %d prepared statements, want 0", n)
 	}
@@ -436,12 +436,12 @@ func TestQueryExecModePerDB(t *testing.T) {
 // order.
 func TestPoolOptionsAllApplied(t *testing.T) {
 	e := lakebasetest.Start(t)
-	db := OpenDB(mustNew(t, baseConfig(t, e, nil)), PoolOptions{MaxOpenConns: 7}, WithMaxOpenConns(3), WithConnMaxIdleTime(time.Minute))
+	db := OpenDB(mustNew(t, baseConfig(t, e, nil)), WithMaxOpenConns(7), WithMaxOpenConns(3), WithConnMaxIdleTime(time.Minute))
 	defer db.Close()
 	if got := db.Stats().MaxOpenConnections; got != 3 {
 		t.Errorf("MaxOpenConnections = %d, want 3 (the later option wins)", got)
 	}
-	o := resolvePoolOptions(WithMaxIdleConns(2), PoolOptions{MaxOpenConns: 4})
+	o := resolvePoolOptions(WithMaxIdleConns(2), WithMaxOpenConns(4))
 	if o.MaxIdleConns != 2 || o.MaxOpenConns != 4 || o.MaxIdleTime != DefaultMaxIdleTime {
 		t.Errorf("resolved %+v", o)
 	}

@@ -31,97 +31,67 @@ const (
 	DefaultMaxIdleConns = 5
 )
 
-// PoolOptions are the database/sql pool settings OpenDB applies. Zero fields
-// take the defaults above; a negative duration or count means "no limit"
-// (for MaxIdleConns: keep no idle connection). A PoolOptions value is itself
-// a PoolOption: its non-zero fields override what earlier options set.
-type PoolOptions struct {
-	// MaxConnLifetime is the longest a connection is reused. Zero:
-	// DefaultMaxConnLifetime (30 min); negative: no limit.
+// poolOptions are the database/sql pool settings OpenDB applies, set by
+// the With* options. Zero fields take the defaults above; a negative
+// duration or count means off ("no limit"; for MaxIdleConns: keep no idle
+// connection; for the jitter: none).
+type poolOptions struct {
 	MaxConnLifetime time.Duration
-	// LifetimeJitter shortens each connection's lifetime by a random
-	// fraction up to this (0..1), so a fleet does not reconnect in waves.
-	// Zero: DefaultLifetimeJitter (0.2); negative: none.
-	LifetimeJitter float64
-	// MaxIdleTime closes connections unused this long. Zero:
-	// DefaultMaxIdleTime (5 min); negative: no limit.
-	MaxIdleTime time.Duration
-	// MaxOpenConns caps open connections. Zero: DefaultMaxOpenConns (20);
-	// negative: no limit.
-	MaxOpenConns int
-	// MaxIdleConns is the number of idle connections kept. Zero:
-	// DefaultMaxIdleConns (5); negative: none.
-	MaxIdleConns int
-	// QueryExecMode is pgx's query execution mode for this DB's
-	// connections, e.g. pgx.QueryExecModeSimpleProtocol behind a
-	// transaction-mode pooler. Zero: Config.QueryExecMode.
-	QueryExecMode pgx.QueryExecMode
+	LifetimeJitter  float64
+	MaxIdleTime     time.Duration
+	MaxOpenConns    int
+	MaxIdleConns    int
+	QueryExecMode   pgx.QueryExecMode // zero: Config.QueryExecMode
 }
 
 // PoolOption tunes the pool OpenDB (and gormadapter.Open, sqlxadapter.Open)
-// opens over a Connector. Every option passed is applied, in order: a
-// PoolOptions value (its non-zero fields) or one of the With* functions.
+// opens over a Connector: one of the With* functions. Options are applied
+// in order, so a later one overrides an earlier one of the same setting.
 type PoolOption interface {
-	applyPool(*PoolOptions)
-}
-
-func (o PoolOptions) applyPool(p *PoolOptions) {
-	if o.MaxConnLifetime != 0 {
-		p.MaxConnLifetime = o.MaxConnLifetime
-	}
-	if o.LifetimeJitter != 0 {
-		p.LifetimeJitter = o.LifetimeJitter
-	}
-	if o.MaxIdleTime != 0 {
-		p.MaxIdleTime = o.MaxIdleTime
-	}
-	if o.MaxOpenConns != 0 {
-		p.MaxOpenConns = o.MaxOpenConns
-	}
-	if o.MaxIdleConns != 0 {
-		p.MaxIdleConns = o.MaxIdleConns
-	}
-	if o.QueryExecMode != 0 {
-		p.QueryExecMode = o.QueryExecMode
-	}
+	applyPool(*poolOptions)
 }
 
 // WithQueryExecMode sets pgx's query execution mode for the DB's
 // connections (for example pgx.QueryExecModeSimpleProtocol).
 func WithQueryExecMode(m pgx.QueryExecMode) PoolOption {
-	return poolOptionFunc(func(p *PoolOptions) { p.QueryExecMode = m })
+	return poolOptionFunc(func(p *poolOptions) { p.QueryExecMode = m })
 }
 
-type poolOptionFunc func(*PoolOptions)
+type poolOptionFunc func(*poolOptions)
 
-func (f poolOptionFunc) applyPool(p *PoolOptions) { f(p) }
+func (f poolOptionFunc) applyPool(p *poolOptions) { f(p) }
 
-// WithMaxOpenConns caps the pool's open connections (negative: no limit).
+// WithMaxOpenConns caps the pool's open connections. Zero:
+// DefaultMaxOpenConns (20); negative: no limit.
 func WithMaxOpenConns(n int) PoolOption {
-	return poolOptionFunc(func(p *PoolOptions) { p.MaxOpenConns = n })
+	return poolOptionFunc(func(p *poolOptions) { p.MaxOpenConns = n })
 }
 
-// WithMaxIdleConns sets how many idle connections are kept (negative: none).
+// WithMaxIdleConns sets how many idle connections are kept. Zero:
+// DefaultMaxIdleConns (5); negative: none.
 func WithMaxIdleConns(n int) PoolOption {
-	return poolOptionFunc(func(p *PoolOptions) { p.MaxIdleConns = n })
+	return poolOptionFunc(func(p *poolOptions) { p.MaxIdleConns = n })
 }
 
 // WithConnMaxLifetime sets the longest a connection is reused and the
-// random fraction (0..1) by which each connection's lifetime is shortened
-// (negative d: no limit; negative jitter: none).
+// random fraction (0..1) by which each connection's lifetime is shortened,
+// so a fleet does not reconnect in waves. Zero d: DefaultMaxConnLifetime
+// (30 min), negative: no limit; zero jitter: DefaultLifetimeJitter (0.2),
+// negative: none.
 func WithConnMaxLifetime(d time.Duration, jitter float64) PoolOption {
-	return poolOptionFunc(func(p *PoolOptions) { p.MaxConnLifetime, p.LifetimeJitter = d, jitter })
+	return poolOptionFunc(func(p *poolOptions) { p.MaxConnLifetime, p.LifetimeJitter = d, jitter })
 }
 
-// WithConnMaxIdleTime closes connections unused for d (negative: never).
+// WithConnMaxIdleTime closes connections unused for d. Zero:
+// DefaultMaxIdleTime (5 min); negative: never.
 func WithConnMaxIdleTime(d time.Duration) PoolOption {
-	return poolOptionFunc(func(p *PoolOptions) { p.MaxIdleTime = d })
+	return poolOptionFunc(func(p *poolOptions) { p.MaxIdleTime = d })
 }
 
-// resolvePoolOptions applies opts in order to the zero PoolOptions and fills
+// resolvePoolOptions applies opts in order to the zero poolOptions and fills
 // the defaults.
-func resolvePoolOptions(opts ...PoolOption) PoolOptions {
-	var o PoolOptions
+func resolvePoolOptions(opts ...PoolOption) poolOptions {
+	var o poolOptions
 	for _, opt := range opts {
 		if opt != nil {
 			opt.applyPool(&o)
@@ -130,7 +100,7 @@ func resolvePoolOptions(opts ...PoolOption) PoolOptions {
 	return o.withDefaults()
 }
 
-func (o PoolOptions) withDefaults() PoolOptions {
+func (o poolOptions) withDefaults() poolOptions {
 	if o.MaxConnLifetime == 0 {
 		o.MaxConnLifetime = DefaultMaxConnLifetime
 	}
@@ -159,9 +129,10 @@ func orZero[T int | time.Duration](v T) T {
 	return v
 }
 
-// OpenDB returns a *sql.DB on c with Lakebase pool defaults (see
-// PoolOptions); every option passed is applied, in order. Each connection gets its own lifetime,
-// drawn from [MaxConnLifetime·(1−LifetimeJitter), MaxConnLifetime]; a
+// OpenDB returns a *sql.DB on c with Lakebase pool defaults (the Default*
+// constants, changed by the With* options, applied in order). Each
+// connection gets its own lifetime, drawn from
+// [MaxConnLifetime·(1−LifetimeJitter), MaxConnLifetime] (WithConnMaxLifetime); a
 // connection past it is discarded the next time database/sql would reuse it.
 // With Config.Telemetry the pool's sql.DBStats metrics are registered and
 // unregistered when the returned DB is closed. Closing the DB closes c.
@@ -261,7 +232,7 @@ func (c *Connector) PoolConfig() (*pgxpool.Config, error) {
 		return nil, fmt.Errorf("connector: pgxpool config: %s", redactParseError(err))
 	}
 	pc.ConnConfig = c.base.Copy()
-	pc.BeforeConnect = c.BeforeConnect
+	pc.BeforeConnect = c.PoolBeforeConnect
 	if c.cfg.AfterConnect != nil {
 		pc.AfterConnect = c.userAfterConnect
 	}

@@ -313,13 +313,13 @@ func TestClosedOnEveryPath(t *testing.T) {
 	}
 }
 
-// TestOnCloseRunsOutsideLock: an OnClose callback may call the connector.
+// TestOnCloseRunsOutsideLock: an onClose callback may call the connector.
 func TestOnCloseRunsOutsideLock(t *testing.T) {
 	e := lakebasetest.Start(t)
 	c := mustNew(t, baseConfig(t, e, nil))
 	ran := make(chan struct{})
-	c.OnClose(func() error {
-		c.OnClose(func() error { return nil }) // would deadlock under the lock
+	c.onClose(func() error {
+		c.onClose(func() error { return nil }) // would deadlock under the lock
 		_ = c.Close()
 		close(ran)
 		return nil
@@ -329,7 +329,7 @@ func TestOnCloseRunsOutsideLock(t *testing.T) {
 	select {
 	case <-ran:
 	case <-time.After(10 * time.Second):
-		t.Fatal("OnClose callback deadlocked")
+		t.Fatal("onClose callback deadlocked")
 	}
 	<-done
 }

@@ -25,9 +25,8 @@ type Option func(*options)
 // WithGormConfig passes GORM's own configuration (nil: &gorm.Config{}).
 func WithGormConfig(c *gorm.Config) Option { return func(o *options) { o.gorm = c } }
 
-// WithPoolOptions passes pool options to connector.OpenDB (a
-// connector.PoolOptions value or connector.With* options); every option of
-// every call is applied, in order.
+// WithPoolOptions passes pool options (connector.With*) to
+// connector.OpenDB; every option of every call is applied, in order.
 func WithPoolOptions(p ...connector.PoolOption) Option {
 	return func(o *options) { o.pool = append(o.pool, p...) }
 }

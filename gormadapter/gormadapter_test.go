@@ -75,7 +75,7 @@ func TestAutoMigrateAndCRUDAcrossRotation(t *testing.T) {
 		Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(), User: e.ServicePrincipal(),
 		SSLRootCert: e.CAFile(), WorkspaceConfig: w, LookupEnv: func(string) (string, bool) { return "", false },
 		Token: tokensource.Options{EarlyRefresh: time.Second, SafetyMargin: 300 * time.Millisecond, BackgroundRetryMin: 200 * time.Millisecond},
-	}, WithGormConfig(&gorm.Config{Logger: logger.Discard}), WithPoolOptions(connector.PoolOptions{MaxIdleConns: -1}), WithPreferSimpleProtocol())
+	}, WithGormConfig(&gorm.Config{Logger: logger.Discard}), WithPoolOptions(connector.WithMaxIdleConns(-1)), WithPreferSimpleProtocol())
 	if err != nil {
 		t.Fatal(err)
 	}

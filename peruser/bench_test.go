@@ -191,7 +191,7 @@ func BenchmarkPlainFirstQuery(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		db := connector.OpenDB(c, connector.PoolOptions{MaxOpenConns: 3, MaxIdleConns: 1})
+		db := connector.OpenDB(c, connector.WithMaxOpenConns(3), connector.WithMaxIdleConns(1))
 		dbs = append(dbs, db)
 		selectOne(b, db)
 	}

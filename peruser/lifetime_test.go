@@ -136,7 +136,7 @@ func TestNewTokenClearsRememberedFailure(t *testing.T) {
 	cfg := base(t, e, nil)
 	cfg.Token.BackgroundRetryMin = time.Hour // a failure is remembered for long
 	clk := clocktest.New(time.Now())
-	m := newManager(t, peruser.Config{Base: cfg, Clock: clk, IdleTTL: 24 * time.Hour})
+	m := newManager(t, peruser.WithClock(peruser.Config{Base: cfg, IdleTTL: 24 * time.Hour}, clk))
 	db, release, err := m.ForRequest(req("hal@example.com", tokA))
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +177,7 @@ func TestNewTokenClearsRememberedFailure(t *testing.T) {
 func TestJanitorHasOneTimerChain(t *testing.T) {
 	e := lakebasetest.Start(t)
 	clk := clocktest.New(time.Now())
-	m, err := peruser.New(t.Context(), peruser.Config{Base: base(t, e, nil), IdleTTL: time.Minute, Clock: clk})
+	m, err := peruser.New(t.Context(), peruser.WithClock(peruser.Config{Base: base(t, e, nil), IdleTTL: time.Minute}, clk))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/lakebase-go/lakebase/connector"
+	"github.com/lakebase-go/lakebase/internal/clock"
 	"github.com/lakebase-go/lakebase/internal/sdkclient"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
@@ -101,11 +102,11 @@ type Config struct {
 	// carrying its user's token, on one HTTP transport (the service
 	// principal's workspace transport when its settings set one), with no
 	// client-side rate limit.
-	// For a full SDK client w, return connector.FromWorkspaceClient(w).
+	// For a full SDK client w, return &connector.Workspace{Config: w.Config,
+	// Postgres: w.Postgres, Database: w.Database, CurrentUser: w.CurrentUser}.
 	NewUserWorkspace func(host, accessToken string) (*connector.Workspace, error)
-	// Clock drives the janitor, token and verification expiry. Nil: the
-	// system clock.
-	Clock tokensource.Clock
+
+	clock clock.Clock // the janitor's, tokens' and verifications' (nil: the system clock; tests set it)
 }
 
 // Stats are counters of a Manager.
@@ -124,7 +125,7 @@ type Stats struct {
 type Manager struct {
 	cfg       Config
 	logger    *slog.Logger
-	clock     tokensource.Clock
+	clock     clock.Clock
 	sp        *sql.DB
 	spConn    *connector.Connector
 	user      connector.Config // the template of user configurations
@@ -160,7 +161,7 @@ type Manager struct {
 	failed    map[tokenKey]*failure
 	flights   map[flightKey]*flight
 	verifying int // capped flights running
-	janitor   tokensource.Timer
+	janitor   clock.Timer
 	closed    bool
 }
 
@@ -198,8 +199,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.Verify < VerifyAuto || cfg.Verify > VerifyLogin {
 		return nil, &connector.ConfigError{Setting: "peruser.Config.Verify", Problem: "unknown verification method " + cfg.Verify.String(), Fix: "use VerifyAuto, VerifyMe or VerifyLogin"}
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = tokensource.SystemClock()
+	if cfg.clock == nil {
+		cfg.clock = clock.System()
 	}
 	logger := cfg.Base.Logger
 	if logger == nil {
@@ -209,7 +210,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, logger: logger, clock: cfg.Clock, spConn: spConn,
+	m := &Manager{cfg: cfg, logger: logger, clock: cfg.clock, spConn: spConn,
 		pools: map[string]*userPool{}, folded: map[string]*userPool{},
 		verified: map[tokenKey]*verified{}, failed: map[tokenKey]*failure{}, flights: map[flightKey]*flight{}}
 	rc := spConn.Config()
@@ -272,7 +273,7 @@ func (m *Manager) deriveUserConfig(r connector.Config, spWorkspace *config.Confi
 
 	opts := r.Token
 	opts.Mode = tokensource.Lazy
-	opts.Clock = m.clock
+	clock.SetTokenOptions(&opts, m.clock)
 	if opts.Logger == nil {
 		opts.Logger = u.Logger
 	}

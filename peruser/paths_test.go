@@ -461,7 +461,7 @@ func TestMiddlewareLogsFailures(t *testing.T) {
 func TestFailedVerificationsRemembered(t *testing.T) {
 	e := lakebasetest.Start(t)
 	clk := clocktest.New(time.Now())
-	m := newManager(t, peruser.Config{Base: base(t, e, nil), Clock: clk, IdleTTL: time.Hour, FailedTTL: 10 * time.Second, MaxFailedTokens: 3})
+	m := newManager(t, peruser.WithClock(peruser.Config{Base: base(t, e, nil), IdleTTL: time.Hour, FailedTTL: 10 * time.Second, MaxFailedTokens: 3}, clk))
 	me := func() int64 { return e.Calls(lakebasetest.RouteMe) }
 	junk := func(i int) *http.Request { return req("alice@example.com", fmt.Sprintf("dapi-junk-%d", i)) }
 	before := me()

@@ -318,7 +318,7 @@ func TestIdleEvictionNeverClosesAPoolInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := clocktest.New(time.Now())
-	m := newManager(t, peruser.Config{Base: base(t, e, nil), IdleTTL: time.Minute, Clock: clk})
+	m := newManager(t, peruser.WithClock(peruser.Config{Base: base(t, e, nil), IdleTTL: time.Minute}, clk))
 	busy, releaseBusy, err := m.ForRequest(req("busy@example.com", busyTok))
 	if err != nil {
 		t.Fatal(err)

@@ -40,13 +40,14 @@ func (m *Manager) newPool(role string, src *userSource) (*userPool, error) {
 		_ = src.Close()
 		return nil, fmt.Errorf("peruser: pool of %s: %w", role, err)
 	}
-	conn.OnClose(src.Close)
-	db := connector.OpenDB(conn, connector.PoolOptions{
-		MaxOpenConns: m.cfg.MaxOpenConnsPerUser,
-		MaxIdleConns: 1,
-		MaxIdleTime:  m.cfg.IdleTTL,
-	})
+	db := connector.OpenDB(conn, connector.WithMaxOpenConns(m.cfg.MaxOpenConnsPerUser), connector.WithMaxIdleConns(1), connector.WithConnMaxIdleTime(m.cfg.IdleTTL))
 	return &userPool{role: role, db: db, src: src}, nil
+}
+
+// close closes p's database (and its connector) and its token source.
+func (p *userPool) close() {
+	_ = p.db.Close()
+	_ = p.src.Close()
 }
 
 // open makes p's first connection through the connector — its TLS policy,
@@ -74,7 +75,7 @@ func (m *Manager) establish(ctx context.Context, role string, src *userSource) (
 		return nil, err
 	}
 	if err := p.open(ctx); err != nil {
-		_ = p.db.Close()
+		p.close()
 		return nil, fmt.Errorf("peruser: first login of %s: %w", role, err)
 	}
 	return p, nil
@@ -128,7 +129,7 @@ func (m *Manager) publish(cand *userPool) (*userPool, error) {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		_ = cand.db.Close()
+		cand.close()
 		return nil, fmt.Errorf("peruser: %w", tokensource.ErrClosed)
 	}
 	if p := m.pools[cand.role]; p != nil {
@@ -140,7 +141,7 @@ func (m *Manager) publish(cand *userPool) (*userPool, error) {
 		seed := cand.src.credential()
 		p.used.Store(m.clock.Now().UnixNano())
 		p.src.setAccess(access, until, seed)
-		_ = cand.db.Close()
+		cand.close()
 		return p, nil
 	}
 	cand.leases.Store(1)
@@ -214,6 +215,6 @@ func (m *Manager) removeLocked(p *userPool, evicted bool) {
 func (m *Manager) close(ps []*userPool) {
 	for _, p := range ps {
 		m.logger.Debug("peruser: pool closed", slog.String("role", p.role))
-		_ = p.db.Close() // also closes the connector and the token source
+		p.close()
 	}
 }

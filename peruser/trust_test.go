@@ -291,7 +291,7 @@ func TestVerifiedTokenRememberedUntilTTL(t *testing.T) {
 	e := lakebasetest.Start(t)
 	ctx := t.Context()
 	clk := clocktest.New(time.Now())
-	m := newManager(t, peruser.Config{Base: base(t, e, nil), Clock: clk, VerifiedTTL: time.Minute, MaxVerifiedTokens: 3, IdleTTL: time.Hour})
+	m := newManager(t, peruser.WithClock(peruser.Config{Base: base(t, e, nil), VerifiedTTL: time.Minute, MaxVerifiedTokens: 3, IdleTTL: time.Hour}, clk))
 	toks := map[string]string{}
 	for i := range 5 {
 		email := fmt.Sprintf("u%d@example.com", i)

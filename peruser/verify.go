@@ -418,7 +418,7 @@ func (m *Manager) proveLogin(ctx context.Context, id Identity, until time.Time) 
 		// try the role's own spelling once, with the same credential.
 		if alt := m.lookupRole(ctx, role); alt != "" {
 			seed := src.credential()
-			_ = p.db.Close()
+			p.close()
 			role = alt
 			if p, err = m.newPool(role, newUserSource(m, id.AccessToken, until, seed, true)); err != nil {
 				return outcome{err: err}
@@ -427,7 +427,7 @@ func (m *Manager) proveLogin(ctx context.Context, id Identity, until time.Time) 
 		}
 	}
 	if err != nil {
-		_ = p.db.Close()
+		p.close()
 		var le *connector.LoginError
 		switch {
 		case errors.As(err, &le) && (le.Reason == connector.LoginCredentialRefused || le.Reason == connector.LoginRefused) && !transient(err):

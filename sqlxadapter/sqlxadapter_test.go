@@ -58,7 +58,7 @@ func TestAcrossTokenRotation(t *testing.T) {
 		Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(), User: e.ServicePrincipal(),
 		SSLRootCert: e.CAFile(), WorkspaceConfig: w, LookupEnv: func(string) (string, bool) { return "", false },
 		Token: tokensource.Options{EarlyRefresh: time.Second, SafetyMargin: 300 * time.Millisecond, BackgroundRetryMin: 200 * time.Millisecond},
-	}, connector.PoolOptions{MaxIdleConns: -1})
+	}, connector.WithMaxIdleConns(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestOpenAppliesEveryPoolOption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := Open(c, connector.PoolOptions{MaxOpenConns: 9}, connector.WithMaxOpenConns(2))
+	x := Open(c, connector.WithMaxOpenConns(9), connector.WithMaxOpenConns(2))
 	defer x.Close()
 	if got := x.Stats().MaxOpenConnections; got != 2 {
 		t.Errorf("MaxOpenConnections = %d, want 2", got)

@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lakebase-go/lakebase/internal/clock"
 )
 
 // Options configure a Cached source. Every zero field has a default, given
@@ -41,13 +43,18 @@ type Options struct {
 	// BackgroundRetryMax caps the backoff. Zero: 2 minutes.
 	BackgroundRetryMax time.Duration
 
-	Clock          Clock                // nil: the system clock
 	Logger         *slog.Logger         // nil: slog.Default()
 	TracerProvider trace.TracerProvider // nil: the otel global
 	MeterProvider  metric.MeterProvider // nil: the otel global
 	// Attributes are added to every span and metric (for example
 	// lakebase.endpoint).
 	Attributes []attribute.KeyValue
+
+	clock clock.Clock // nil: the system clock (this module's tests set it)
+}
+
+func init() {
+	clock.SetTokenOptions = func(opts any, c clock.Clock) { opts.(*Options).clock = c }
 }
 
 func (o Options) withDefaults() Options {
@@ -69,8 +76,8 @@ func (o Options) withDefaults() Options {
 	if o.BackgroundRetryMax < o.BackgroundRetryMin {
 		o.BackgroundRetryMax = max(2*time.Minute, o.BackgroundRetryMin)
 	}
-	if o.Clock == nil {
-		o.Clock = systemClock{}
+	if o.clock == nil {
+		o.clock = clock.System()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -122,10 +129,10 @@ type Cached struct {
 
 	mu       sync.Mutex
 	inflight *call
-	timer    Timer  // the next background refresh (Eager)
-	timerGen uint64 // identifies the current timer; stale callbacks do nothing
-	failures int    // consecutive failed fetches, for backoff
-	lastErr  error  // the last failure, served until failUntil
+	timer    clock.Timer // the next background refresh (Eager)
+	timerGen uint64      // identifies the current timer; stale callbacks do nothing
+	failures int         // consecutive failed fetches, for backoff
+	lastErr  error       // the last failure, served until failUntil
 
 	// Lock-free views for callers holding a valid token past its refresh
 	// point: a fetch is running, or a failure is remembered until then.
@@ -147,7 +154,7 @@ var (
 // called. Close the source when done.
 func New(fetch FetchFunc, opts Options) *Cached {
 	o := opts.withDefaults()
-	_, sys := o.Clock.(systemClock)
+	sys := clock.IsSystem(o.clock)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cached{fetch: fetch, o: o, sysClk: sys, ctx: ctx, cancel: cancel, tel: newTelemetry(o)}
 	if fetch == nil {
@@ -167,7 +174,7 @@ func (c *Cached) now() int64 {
 	if c.sysClk {
 		return time.Now().UnixNano()
 	}
-	return c.o.Clock.Now().UnixNano()
+	return c.o.clock.Now().UnixNano()
 }
 
 // Token returns a valid token, fetching one if none is cached. In Eager
@@ -309,7 +316,7 @@ func (c *Cached) fetchWithRetry(cl *call, schedule []time.Duration) (Token, erro
 // wait sleeps d on the clock; false if the source closed meanwhile.
 func (c *Cached) wait(d time.Duration) bool {
 	ch := make(chan struct{})
-	t := c.o.Clock.AfterFunc(d, func() { close(ch) })
+	t := c.o.clock.AfterFunc(d, func() { close(ch) })
 	select {
 	case <-ch:
 		return true
@@ -359,7 +366,7 @@ func (c *Cached) validate(tok Token) error {
 	if tok.Expiry.IsZero() {
 		return &ValidationError{Field: "expiry", Reason: "is missing"}
 	}
-	if c.o.Clock.Now().Add(c.o.SafetyMargin).After(tok.Expiry) {
+	if c.o.clock.Now().Add(c.o.SafetyMargin).After(tok.Expiry) {
 		return &ValidationError{Field: "expiry", Reason: fmt.Sprintf("%s is not safely in the future", tok.Expiry.UTC().Format(time.RFC3339))}
 	}
 	return nil
@@ -379,7 +386,7 @@ func (c *Cached) finish(cl *call, tok Token, err error) {
 	if c.closed.Load() {
 		return
 	}
-	now := c.o.Clock.Now()
+	now := c.o.clock.Now()
 	if err == nil {
 		c.failures, c.lastErr = 0, nil
 		c.failUntil.Store(0)
@@ -442,7 +449,7 @@ func (c *Cached) scheduleLocked(d time.Duration) {
 	d = max(d, 0)
 	c.timerGen++
 	gen := c.timerGen
-	c.timer = c.o.Clock.AfterFunc(d, func() {
+	c.timer = c.o.clock.AfterFunc(d, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.closed.Load() || c.inflight != nil || gen != c.timerGen {

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 
+	"github.com/lakebase-go/lakebase/internal/clock"
 	"github.com/lakebase-go/lakebase/internal/clocktest"
 	"github.com/lakebase-go/lakebase/internal/leaktest"
 	"github.com/lakebase-go/lakebase/tokensource"
@@ -49,7 +50,7 @@ func (f *fetcher) set(fn func(ctx context.Context, n int64) (tokensource.Token, 
 }
 
 // hourTokens mints "tok-N" valid for an hour from clk's now.
-func hourTokens(clk tokensource.Clock) func(context.Context, int64) (tokensource.Token, error) {
+func hourTokens(clk clock.Clock) func(context.Context, int64) (tokensource.Token, error) {
 	return func(_ context.Context, n int64) (tokensource.Token, error) {
 		return tokensource.Token{Value: fmt.Sprintf("tok-%d", n), Expiry: clk.Now().Add(time.Hour)}, nil
 	}
@@ -98,7 +99,7 @@ func TestEagerFetchesAtStartAndRefreshesAtRefreshPoint(t *testing.T) {
 	clk := clocktest.New(t0)
 	f := &fetcher{}
 	f.set(hourTokens(clk))
-	c := tokensource.New(f.fetch, tokensource.Options{Clock: clk, Logger: quiet()})
+	c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Logger: quiet()}, clk))
 	defer c.Close()
 	eventually(t, "the initial fetch", func() bool { return clk.Pending() == 1 })
 	if f.calls.Load() != 1 {
@@ -124,7 +125,7 @@ func TestEarlyRefreshWinsForShortLifetimes(t *testing.T) {
 	f.set(func(context.Context, int64) (tokensource.Token, error) {
 		return tokensource.Token{Value: "t", Expiry: clk.Now().Add(6 * time.Minute)}, nil
 	})
-	c := tokensource.New(f.fetch, tokensource.Options{Clock: clk, Logger: quiet()})
+	c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Logger: quiet()}, clk))
 	defer c.Close()
 	eventually(t, "the initial fetch", func() bool { return clk.Pending() == 1 })
 	// max(EarlyRefresh 2 min, lifetime/4 = 1.5 min) = 2 min before expiry.
@@ -138,7 +139,7 @@ func TestLazyFetchesOnlyOnDemandAndStartsNothing(t *testing.T) {
 	f := &fetcher{}
 	f.set(hourTokens(clk))
 	before := goleak.IgnoreCurrent()
-	c := tokensource.New(f.fetch, tokensource.Options{Mode: tokensource.Lazy, Clock: clk, Logger: quiet()})
+	c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Mode: tokensource.Lazy, Logger: quiet()}, clk))
 	defer c.Close()
 	if f.calls.Load() != 0 || clk.Pending() != 0 {
 		t.Fatalf("lazy New started work: calls %d, timers %d", f.calls.Load(), clk.Pending())
@@ -174,7 +175,7 @@ func TestThousandCallersOneFetch(t *testing.T) {
 				}
 				return tokensource.Token{Value: "shared", Expiry: clk.Now().Add(time.Hour)}, nil
 			})
-			c := tokensource.New(f.fetch, tokensource.Options{Mode: mode, Clock: clk, Logger: quiet()})
+			c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Mode: mode, Logger: quiet()}, clk))
 			defer c.Close()
 			var wg sync.WaitGroup
 			var bad atomic.Int64
@@ -206,7 +207,7 @@ func TestOutageDuringRefreshWindowServesOldTokenWithoutWaiting(t *testing.T) {
 	clk := clocktest.New(t0)
 	f := &fetcher{}
 	f.set(hourTokens(clk))
-	c := tokensource.New(f.fetch, tokensource.Options{Clock: clk, Logger: quiet()})
+	c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Logger: quiet()}, clk))
 	defer c.Close()
 	eventually(t, "the initial fetch", func() bool { return clk.Pending() == 1 })
 	blocked := make(chan struct{})
@@ -297,7 +298,7 @@ func TestBadExpiryMakesNoTightLoop(t *testing.T) {
 			clk := clocktest.New(t0)
 			f := &fetcher{}
 			f.set(func(context.Context, int64) (tokensource.Token, error) { return resp(clk.Now()) })
-			c := tokensource.New(f.fetch, tokensource.Options{Clock: clk, Logger: quiet()})
+			c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Logger: quiet()}, clk))
 			defer c.Close()
 			end := t0.Add(time.Hour)
 			for clk.Now().Before(end) {
@@ -393,7 +394,7 @@ func TestClockJumpPastExpiryRefreshesBeforeHandingOut(t *testing.T) {
 	clk := clocktest.New(t0)
 	f := &fetcher{}
 	f.set(hourTokens(clk))
-	c := tokensource.New(f.fetch, tokensource.Options{Clock: clk, Logger: quiet()})
+	c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Logger: quiet()}, clk))
 	defer c.Close()
 	eventually(t, "the initial fetch", func() bool { return clk.Pending() == 1 })
 	clk.Set(t0.Add(3 * time.Hour)) // the host slept
@@ -408,7 +409,7 @@ func TestClockJumpPastExpiryRefreshesBeforeHandingOut(t *testing.T) {
 
 func TestRefreshSingleFlight(t *testing.T) {
 	f := &fetcher{}
-	f.set(hourTokens(tokensource.SystemClock()))
+	f.set(hourTokens(clock.System()))
 	c := tokensource.New(f.fetch, tokensource.Options{Mode: tokensource.Lazy, Logger: quiet()})
 	defer c.Close()
 	first, err := c.Token(t.Context())

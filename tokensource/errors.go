@@ -118,16 +118,52 @@ type ConfigError struct {
 	Setting string // the option or argument, e.g. "endpoint", "TTL"
 	Problem string // what is wrong
 	Fix     string // what to do about it
+	Err     error  // the cause, if any (its text is shown; it holds no secret)
 }
 
 // Error implements error.
 func (e *ConfigError) Error() string {
 	msg := "tokensource: " + e.Setting + ": " + e.Problem
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
 	if e.Fix != "" {
 		msg += " (fix: " + e.Fix + ")"
 	}
 	return msg
 }
+
+// Unwrap returns the cause.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// GoString is Error, so %#v never prints the cause's fields.
+func (e *ConfigError) GoString() string { return e.Error() }
+
+// Format implements fmt.Formatter: every verb prints Error (fmt would print
+// the cause's fields for verbs such as %d or %#v).
+func (e *ConfigError) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.Error())) }
+
+// MarshalJSON encodes the message and the setting, never the cause's
+// fields.
+func (e *ConfigError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Error   string `json:"error"`
+		Setting string `json:"setting"`
+		Problem string `json:"problem"`
+		Fix     string `json:"fix,omitempty"`
+	}{e.Error(), e.Setting, e.Problem, e.Fix})
+}
+
+// CertificateError reports that the TLS certificate of a server could not
+// be verified (an unknown authority, a wrong host name, an expired
+// certificate). Retrying cannot help.
+type CertificateError struct {
+	Reason string // why verification failed, e.g. "signed by an unknown authority"
+}
+
+// Error implements error.
+func (e *CertificateError) Error() string { return "tls: certificate not trusted: " + e.Reason }
+
 
 // transienter is implemented by errors that know whether retrying can
 // help: *Error here, and the error types of packages connector and driver.

@@ -16,6 +16,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/lakebase-go/lakebase/internal/clock"
 	"github.com/lakebase-go/lakebase/internal/clocktest"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
@@ -89,7 +90,7 @@ func TestEagerOutageBackoffWithinUsableWindow(t *testing.T) {
 	var attempts []time.Time
 	f := &fetcher{}
 	f.set(hourTokens(clk))
-	c := tokensource.New(f.fetch, tokensource.Options{Clock: clk, Logger: quiet(), RetrySchedule: []time.Duration{}})
+	c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Logger: quiet(), RetrySchedule: []time.Duration{}}, clk))
 	defer c.Close()
 	eventually(t, "the initial fetch", func() bool { return clk.Pending() == 1 })
 	f.set(func(context.Context, int64) (tokensource.Token, error) {
@@ -148,7 +149,7 @@ func TestEagerOutageBackoffWithinUsableWindow(t *testing.T) {
 
 func TestRefreshSemantics(t *testing.T) {
 	f := &fetcher{}
-	f.set(hourTokens(tokensource.SystemClock()))
+	f.set(hourTokens(clock.System()))
 	c := tokensource.New(f.fetch, tokensource.Options{Mode: tokensource.Lazy, Logger: quiet()})
 	defer c.Close()
 	// Nothing cached: Refresh fetches.
@@ -195,7 +196,7 @@ func TestLazyRefreshFailureFallsBackToOldToken(t *testing.T) {
 	clk := clocktest.New(t0)
 	f := &fetcher{}
 	f.set(hourTokens(clk))
-	c := tokensource.New(f.fetch, tokensource.Options{Mode: tokensource.Lazy, Clock: clk, Logger: quiet()})
+	c := tokensource.New(f.fetch, clocktest.Options(tokensource.Options{Mode: tokensource.Lazy, Logger: quiet()}, clk))
 	defer c.Close()
 	if _, err := c.Token(t.Context()); err != nil {
 		t.Fatal(err)

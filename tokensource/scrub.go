@@ -125,16 +125,6 @@ func (e networkError) Error() string {
 func (e networkError) Timeout() bool   { return e.timeout }
 func (e networkError) Temporary() bool { return true }
 
-// CertificateError reports that the TLS certificate of a server could not
-// be verified (an unknown authority, a wrong host name, an expired
-// certificate). Retrying cannot help.
-type CertificateError struct {
-	Reason string // why verification failed, e.g. "signed by an unknown authority"
-}
-
-// Error implements error.
-func (e *CertificateError) Error() string { return "tls: certificate not trusted: " + e.Reason }
-
 // certificateError returns a *CertificateError if err is a TLS certificate
 // verification failure.
 func certificateError(err error) *CertificateError {

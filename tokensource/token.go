@@ -128,23 +128,3 @@ func ParseMode(s string) (Mode, error) {
 	return 0, &ConfigError{Setting: "refresh mode", Problem: fmt.Sprintf("unknown mode %q", s), Fix: `use "eager" or "lazy"`}
 }
 
-// Clock tells wall-clock time and runs functions later. Tests inject a fake
-// one; the zero Options use the system clock.
-type Clock interface {
-	Now() time.Time
-	AfterFunc(d time.Duration, f func()) Timer
-}
-
-// Timer is a pending AfterFunc call.
-type Timer interface {
-	// Stop prevents the call if it has not run; it reports whether it did.
-	Stop() bool
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                            { return time.Now() }
-func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
-
-// SystemClock returns the real wall clock.
-func SystemClock() Clock { return systemClock{} }

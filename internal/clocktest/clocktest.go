@@ -1,4 +1,4 @@
-// Package clocktest is a fake tokensource.Clock for deterministic tests:
+// Package clocktest is a fake clock.Clock for deterministic tests:
 // time moves only when the test says so.
 package clocktest
 
@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lakebase-go/lakebase/internal/clock"
 	"github.com/lakebase-go/lakebase/tokensource"
 )
 
@@ -27,7 +28,7 @@ type timer struct {
 	fired   bool
 }
 
-var _ tokensource.Clock = (*Clock)(nil)
+var _ clock.Clock = (*Clock)(nil)
 
 // New returns a clock reading start.
 func New(start time.Time) *Clock { return &Clock{now: start, changed: make(chan struct{})} }
@@ -41,7 +42,7 @@ func (c *Clock) Now() time.Time {
 
 // AfterFunc schedules f at Now()+d; it runs (in its own goroutine) when the
 // clock is advanced past that point.
-func (c *Clock) AfterFunc(d time.Duration, f func()) tokensource.Timer {
+func (c *Clock) AfterFunc(d time.Duration, f func()) clock.Timer {
 	c.mu.Lock()
 	t := &timer{c: c, at: c.now.Add(d), f: f}
 	c.timers = append(c.timers, t)
@@ -75,7 +76,7 @@ func (c *Clock) BlockUntil(ctx context.Context, n int) bool {
 	}
 }
 
-// Stop implements tokensource.Timer.
+// Stop implements clock.Timer.
 func (t *timer) Stop() bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
@@ -142,4 +143,11 @@ func (c *Clock) Set(t time.Time) {
 	for _, tm := range due {
 		go tm.f()
 	}
+}
+
+// Options returns o running on the clock c (tokensource.Options has no
+// exported clock: users never need one).
+func Options(o tokensource.Options, c clock.Clock) tokensource.Options {
+	clock.SetTokenOptions(&o, c)
+	return o
 }
