@@ -164,7 +164,6 @@ type CertificateError struct {
 // Error implements error.
 func (e *CertificateError) Error() string { return "tls: certificate not trusted: " + e.Reason }
 
-
 // transienter is implemented by errors that know whether retrying can
 // help: *Error here, and the error types of packages connector and driver.
 type transienter interface{ Transient() bool }

@@ -127,4 +127,3 @@ func ParseMode(s string) (Mode, error) {
 	}
 	return 0, &ConfigError{Setting: "refresh mode", Problem: fmt.Sprintf("unknown mode %q", s), Fix: `use "eager" or "lazy"`}
 }
-
