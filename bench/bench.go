@@ -181,7 +181,6 @@ func (f fetchSource) Token(ctx context.Context) (tokensource.Token, error) { ret
 func (env *Env) connectorWith(ctx context.Context, opts tokensource.Options) (driver.Connector, func(), error) {
 	e := env.E
 	w := e.WorkspaceConfig()
-	opts.Logger = slog.New(slog.DiscardHandler)
 	c, err := connector.New(ctx, connector.Config{Endpoint: e.Endpoint(), Host: e.Host(), Port: e.Port(), Database: e.Database(),
 		User: e.ServicePrincipal(), SSLRootCert: e.CAFile(), WorkspaceConfig: w, Token: opts,
 		Logger: slog.New(slog.DiscardHandler), LookupEnv: func(string) (string, bool) { return "", false }})

@@ -101,9 +101,10 @@ type Config struct {
 	Password string
 
 	// Token configures the token cache the connector builds (refresh mode,
-	// early refresh, retries, clock, ...). Zero: eager refresh with the
+	// early refresh, safety margin, retries). Zero: eager refresh with the
 	// defaults of package tokensource. Its Logger, TracerProvider and
-	// MeterProvider default to the ones below.
+	// MeterProvider must be nil: the cache uses this Config's (one of each
+	// per Config).
 	Token tokensource.Options
 
 	// TokenTTL asks the workspace for tokens of this lifetime (5 min to 1 h;
@@ -378,6 +379,10 @@ func withEnv(cfg Config) (resolved, error) {
 	}
 	if c.Endpoint != "" && !validEndpointName(c.Endpoint) {
 		return r, &ConfigError{Setting: "Endpoint (" + EnvEndpoint + ")", Problem: "not an endpoint resource name", Fix: `use the form "projects/{project}/branches/{branch}/endpoints/{endpoint}"`}
+	}
+	if c.Token.Logger != nil || c.Token.TracerProvider != nil || c.Token.MeterProvider != nil {
+		return r, &ConfigError{Setting: "Token.Logger/TracerProvider/MeterProvider", Problem: "set on the token options, which take them from Config",
+			Fix: "set Config.Logger, Config.TracerProvider and Config.MeterProvider instead (one of each per Config)"}
 	}
 	if c.Workspace != nil && c.WorkspaceConfig != nil {
 		return r, &ConfigError{Setting: "Workspace/WorkspaceConfig", Problem: "both are set", Fix: "pass either a workspace client or the SDK settings to build one from, not both"}

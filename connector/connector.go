@@ -205,15 +205,7 @@ func newTokenSource(r *resolved, ws *workspace) (*tokensource.Cached, error) {
 		return tok, err
 	}
 	opts := c.Token
-	if opts.Logger == nil {
-		opts.Logger = c.Logger
-	}
-	if opts.TracerProvider == nil {
-		opts.TracerProvider = c.TracerProvider
-	}
-	if opts.MeterProvider == nil {
-		opts.MeterProvider = c.MeterProvider
-	}
+	opts.Logger, opts.TracerProvider, opts.MeterProvider = c.Logger, c.TracerProvider, c.MeterProvider
 	opts.Attributes = append(append([]attribute.KeyValue(nil), attrs...), opts.Attributes...)
 	return tokensource.New(fetch, opts), nil
 }

@@ -460,3 +460,16 @@ func TestBuildErrorClass(t *testing.T) {
 		}
 	}
 }
+
+// TestOneLoggerPerConfig: the token options take their logger and
+// providers from Config; setting them on Config.Token is a *ConfigError
+// naming the fix, not a second logger silently merged.
+func TestOneLoggerPerConfig(t *testing.T) {
+	cfg := Config{Host: "h", User: "u", Endpoint: "projects/p/branches/b/endpoints/e", LookupEnv: envMap(nil),
+		Token: tokensource.Options{Logger: slog.New(slog.DiscardHandler)}}
+	err := cfg.Validate()
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Setting, "Token.Logger") || !strings.Contains(ce.Fix, "Config.Logger") {
+		t.Errorf("want a *ConfigError naming Token.Logger with the fix Config.Logger, got %v", err)
+	}
+}

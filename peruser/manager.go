@@ -42,12 +42,14 @@ type Config struct {
 	// role and a token source minting with the user's access token.
 	// Nothing is read from the environment again.
 	Base connector.Config
-	// MaxUsers caps the open user pools. Zero: 100. A pool in use is never
+	// MaxUsers caps the open user pools. Zero: DefaultMaxUsers (100). A pool in use is never
 	// closed, so the cap can be exceeded while more users are in flight.
 	MaxUsers int
-	// IdleTTL closes a user pool unused this long. Zero: 2 minutes.
+	// IdleTTL closes a user pool unused this long. Zero: DefaultIdleTTL
+	// (2 min).
 	IdleTTL time.Duration
-	// MaxOpenConnsPerUser caps each user pool. Zero: 3.
+	// MaxOpenConnsPerUser caps each user pool. Zero:
+	// DefaultMaxOpenConnsPerUser (3).
 	MaxOpenConnsPerUser int
 	// Verify is how a new access token is proven to belong to the email.
 	// Zero: VerifyAuto (Me, or a credential mint and a login once a token
@@ -165,36 +167,74 @@ type Manager struct {
 	closed    bool
 }
 
+// The defaults of Config's zero fields (and MaxVerifiedAge). As everywhere
+// in this module, zero means the default; a negative value means off where
+// the field says so, and is an error otherwise.
+const (
+	// DefaultMaxUsers caps the open user pools.
+	DefaultMaxUsers = 100
+	// DefaultIdleTTL closes a user pool unused this long.
+	DefaultIdleTTL = 2 * time.Minute
+	// DefaultMaxOpenConnsPerUser caps each user pool.
+	DefaultMaxOpenConnsPerUser = 3
+	// DefaultVerifiedTTL is how long a verified access token that is not a
+	// JWT with an exp claim is remembered.
+	DefaultVerifiedTTL = 5 * time.Minute
+	// MaxVerifiedAge caps how long any verified token is remembered, even
+	// when its exp claim is later.
+	MaxVerifiedAge = time.Hour
+	// DefaultMaxVerifiedTokens caps the number of remembered tokens.
+	DefaultMaxVerifiedTokens = 10000
+	// DefaultVerifyTimeout bounds the workspace call of one verification.
+	DefaultVerifyTimeout = 10 * time.Second
+	// DefaultMaxVerifications caps the verifications in flight.
+	DefaultMaxVerifications = 32
+	// DefaultFailedTTL is how long a failed verification is remembered.
+	DefaultFailedTTL = 30 * time.Second
+	// DefaultMaxFailedTokens caps the number of remembered failures.
+	DefaultMaxFailedTokens = 10000
+)
+
+// withDefaults fills the zero fields of cfg and refuses negative values
+// that cannot mean off.
+func (cfg *Config) withDefaults() error {
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{
+		{"MaxUsers", cfg.MaxUsers < 0}, {"IdleTTL", cfg.IdleTTL < 0}, {"MaxOpenConnsPerUser", cfg.MaxOpenConnsPerUser < 0},
+		{"VerifiedTTL", cfg.VerifiedTTL < 0}, {"MaxVerifiedTokens", cfg.MaxVerifiedTokens < 0}, {"VerifyTimeout", cfg.VerifyTimeout < 0},
+		{"MaxFailedTokens", cfg.MaxFailedTokens < 0},
+	} {
+		if f.neg {
+			return &connector.ConfigError{Setting: "peruser.Config." + f.name, Problem: "negative", Fix: "use a positive value, or zero for the default"}
+		}
+	}
+	setDefault(&cfg.MaxUsers, DefaultMaxUsers)
+	setDefault(&cfg.IdleTTL, DefaultIdleTTL)
+	setDefault(&cfg.MaxOpenConnsPerUser, DefaultMaxOpenConnsPerUser)
+	setDefault(&cfg.VerifiedTTL, DefaultVerifiedTTL)
+	setDefault(&cfg.MaxVerifiedTokens, DefaultMaxVerifiedTokens)
+	setDefault(&cfg.VerifyTimeout, DefaultVerifyTimeout)
+	setDefault(&cfg.MaxVerifications, DefaultMaxVerifications)
+	setDefault(&cfg.FailedTTL, DefaultFailedTTL)
+	setDefault(&cfg.MaxFailedTokens, DefaultMaxFailedTokens)
+	return nil
+}
+
+// setDefault sets *v to def when it is zero.
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
 // New builds the service principal's pool (connector.New resolves its
 // configuration once, looking up what is missing with ctx) and starts the
 // janitor. User pools are derived from that resolved configuration.
 func New(ctx context.Context, cfg Config) (*Manager, error) {
-	if cfg.MaxUsers <= 0 {
-		cfg.MaxUsers = 100
-	}
-	if cfg.IdleTTL <= 0 {
-		cfg.IdleTTL = 2 * time.Minute
-	}
-	if cfg.MaxOpenConnsPerUser <= 0 {
-		cfg.MaxOpenConnsPerUser = 3
-	}
-	if cfg.VerifiedTTL <= 0 {
-		cfg.VerifiedTTL = DefaultVerifiedTTL
-	}
-	if cfg.MaxVerifiedTokens <= 0 {
-		cfg.MaxVerifiedTokens = DefaultMaxVerifiedTokens
-	}
-	if cfg.VerifyTimeout <= 0 {
-		cfg.VerifyTimeout = DefaultVerifyTimeout
-	}
-	if cfg.MaxVerifications == 0 {
-		cfg.MaxVerifications = DefaultMaxVerifications
-	}
-	if cfg.FailedTTL == 0 {
-		cfg.FailedTTL = DefaultFailedTTL
-	}
-	if cfg.MaxFailedTokens <= 0 {
-		cfg.MaxFailedTokens = DefaultMaxFailedTokens
+	if err := cfg.withDefaults(); err != nil {
+		return nil, err
 	}
 	if cfg.Verify < VerifyAuto || cfg.Verify > VerifyLogin {
 		return nil, &connector.ConfigError{Setting: "peruser.Config.Verify", Problem: "unknown verification method " + cfg.Verify.String(), Fix: "use VerifyAuto, VerifyMe or VerifyLogin"}
@@ -274,15 +314,7 @@ func (m *Manager) deriveUserConfig(r connector.Config, spWorkspace *config.Confi
 	opts := r.Token
 	opts.Mode = tokensource.Lazy
 	clock.SetTokenOptions(&opts, m.clock)
-	if opts.Logger == nil {
-		opts.Logger = u.Logger
-	}
-	if opts.TracerProvider == nil {
-		opts.TracerProvider = r.TracerProvider
-	}
-	if opts.MeterProvider == nil {
-		opts.MeterProvider = r.MeterProvider
-	}
+	opts.Logger, opts.TracerProvider, opts.MeterProvider = u.Logger, r.TracerProvider, r.MeterProvider
 	opts.Attributes = append(append(opts.Attributes[:0:0], opts.Attributes...), authModeAttr(OnBehalfOfUser))
 	if r.Endpoint != "" {
 		opts.Attributes = append(opts.Attributes, attribute.String("lakebase.endpoint", r.Endpoint))

@@ -68,26 +68,6 @@ func (v VerifyMethod) String() string {
 	return fmt.Sprintf("VerifyMethod(%d)", int(v))
 }
 
-// Verification defaults.
-const (
-	// DefaultVerifiedTTL is how long a verified access token that is not a
-	// JWT with an exp claim is remembered.
-	DefaultVerifiedTTL = 5 * time.Minute
-	// MaxVerifiedAge caps how long any verified token is remembered, even
-	// when its exp claim is later.
-	MaxVerifiedAge = time.Hour
-	// DefaultMaxVerifiedTokens caps the number of remembered tokens.
-	DefaultMaxVerifiedTokens = 10000
-	// DefaultVerifyTimeout bounds the workspace call of one verification.
-	DefaultVerifyTimeout = 10 * time.Second
-	// DefaultMaxVerifications caps the verifications in flight.
-	DefaultMaxVerifications = 32
-	// DefaultFailedTTL is how long a failed verification is remembered.
-	DefaultFailedTTL = 30 * time.Second
-	// DefaultMaxFailedTokens caps the number of remembered failures.
-	DefaultMaxFailedTokens = 10000
-)
-
 // ErrBusy is wrapped by the error of a request whose new token was not
 // verified because Config.MaxVerifications verifications were in flight
 // (test with errors.Is). The error is a transient *tokensource.Error:

@@ -18,29 +18,53 @@ import (
 	"github.com/lakebase-go/lakebase/internal/clock"
 )
 
-// Options configure a Cached source. Every zero field has a default, given
-// in its comment.
+// The defaults of Options' zero fields.
+const (
+	DefaultEarlyRefresh       = 2 * time.Minute
+	DefaultSafetyMargin       = 30 * time.Second
+	DefaultAttemptTimeout     = 10 * time.Second
+	DefaultBackgroundRetryMin = 5 * time.Second
+	DefaultBackgroundRetryMax = 2 * time.Minute
+)
+
+// DefaultRetrySchedule is the RetrySchedule of nil Options.RetrySchedule.
+func DefaultRetrySchedule() []time.Duration {
+	return []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
+}
+
+// Options configure a Cached source. As everywhere in this module, a zero
+// field means its documented default and a negative duration means off, or
+// is an error where off makes no sense (then every Token call returns a
+// *Error of kind config naming the field).
 type Options struct {
 	Mode Mode // zero: Eager
 
 	// EarlyRefresh: the token is refreshed at
-	// expiry − max(EarlyRefresh, lifetime/4). Zero: 2 minutes.
+	// expiry − max(EarlyRefresh, lifetime/4). Zero: DefaultEarlyRefresh
+	// (2 min); negative: off (lifetime/4 only).
 	EarlyRefresh time.Duration
 	// SafetyMargin: a token expiring within this is never handed out.
-	// Zero: 30 seconds.
+	// Zero: DefaultSafetyMargin (30 s); negative: off (a token is handed
+	// out until its expiry).
 	SafetyMargin time.Duration
 	// AttemptTimeout bounds each fetch attempt (the SDK's own retry loop
-	// could otherwise hold a call for 5 minutes). Zero: 10 seconds.
+	// could otherwise hold a call for 5 minutes). Zero:
+	// DefaultAttemptTimeout (10 s); negative: off (an attempt ends only
+	// with Close).
 	AttemptTimeout time.Duration
 	// RetrySchedule is the wait before each retry of a transient failure
-	// while no usable token is cached (callers are waiting). Nil: 100 ms,
-	// 500 ms, 2 s. Empty but not nil: no retry.
+	// while no usable token is cached (callers are waiting). Nil:
+	// DefaultRetrySchedule (100 ms, 500 ms, 2 s). Empty but not nil: no
+	// retry. A negative wait is an error.
 	RetrySchedule []time.Duration
 	// BackgroundRetryMin is the floor of the jittered exponential backoff
 	// after a failed background refresh, and how long a failure is
-	// remembered before callers trigger another fetch. Zero: 5 seconds.
+	// remembered before callers trigger another fetch. Zero:
+	// DefaultBackgroundRetryMin (5 s); negative: an error (a backoff
+	// without a floor would hammer the workspace).
 	BackgroundRetryMin time.Duration
-	// BackgroundRetryMax caps the backoff. Zero: 2 minutes.
+	// BackgroundRetryMax caps the backoff. Zero: DefaultBackgroundRetryMax
+	// (2 min), or BackgroundRetryMin if that is larger; negative: an error.
 	BackgroundRetryMax time.Duration
 
 	Logger         *slog.Logger         // nil: slog.Default()
@@ -57,25 +81,53 @@ func init() {
 	clock.SetTokenOptions = func(opts any, c clock.Clock) { opts.(*Options).clock = c }
 }
 
+// check reports the first setting that has no meaning.
+func (o Options) check() error {
+	bad := func(setting, problem, fix string) error {
+		return &ConfigError{Setting: "Options." + setting, Problem: problem, Fix: fix}
+	}
+	switch {
+	case o.Mode != Eager && o.Mode != Lazy:
+		return bad("Mode", "unknown refresh mode", "use Eager or Lazy")
+	case o.BackgroundRetryMin < 0:
+		return bad("BackgroundRetryMin", "negative", "use a positive floor, or zero for the default (5 s)")
+	case o.BackgroundRetryMax < 0:
+		return bad("BackgroundRetryMax", "negative", "use a positive cap, or zero for the default (2 min)")
+	}
+	for _, d := range o.RetrySchedule {
+		if d < 0 {
+			return bad("RetrySchedule", "holds a negative wait", "use waits of zero or more, or an empty schedule for no retry")
+		}
+	}
+	return nil
+}
+
 func (o Options) withDefaults() Options {
-	if o.EarlyRefresh <= 0 {
-		o.EarlyRefresh = 2 * time.Minute
+	switch {
+	case o.EarlyRefresh == 0:
+		o.EarlyRefresh = DefaultEarlyRefresh
+	case o.EarlyRefresh < 0:
+		o.EarlyRefresh = 0
 	}
-	if o.SafetyMargin <= 0 {
-		o.SafetyMargin = 30 * time.Second
+	switch {
+	case o.SafetyMargin == 0:
+		o.SafetyMargin = DefaultSafetyMargin
+	case o.SafetyMargin < 0:
+		o.SafetyMargin = 0
 	}
-	if o.AttemptTimeout <= 0 {
-		o.AttemptTimeout = 10 * time.Second
+	if o.AttemptTimeout == 0 {
+		o.AttemptTimeout = DefaultAttemptTimeout
 	}
 	if o.RetrySchedule == nil {
-		o.RetrySchedule = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
+		o.RetrySchedule = DefaultRetrySchedule()
 	}
 	if o.BackgroundRetryMin <= 0 {
-		o.BackgroundRetryMin = 5 * time.Second
+		o.BackgroundRetryMin = DefaultBackgroundRetryMin
 	}
-	if o.BackgroundRetryMax < o.BackgroundRetryMin {
-		o.BackgroundRetryMax = max(2*time.Minute, o.BackgroundRetryMin)
+	if o.BackgroundRetryMax <= 0 {
+		o.BackgroundRetryMax = DefaultBackgroundRetryMax
 	}
+	o.BackgroundRetryMax = max(o.BackgroundRetryMax, o.BackgroundRetryMin)
 	if o.clock == nil {
 		o.clock = clock.System()
 	}
@@ -157,7 +209,9 @@ func New(fetch FetchFunc, opts Options) *Cached {
 	sys := clock.IsSystem(o.clock)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cached{fetch: fetch, o: o, sysClk: sys, ctx: ctx, cancel: cancel, tel: newTelemetry(o)}
-	if fetch == nil {
+	if err := opts.check(); err != nil {
+		c.fetch = func(context.Context) (Token, error) { return Token{}, err }
+	} else if fetch == nil {
 		c.fetch = func(context.Context) (Token, error) {
 			return Token{}, &ConfigError{Setting: "FetchFunc", Problem: "nil", Fix: "pass a function that mints a token"}
 		}
@@ -328,7 +382,10 @@ func (c *Cached) wait(d time.Duration) bool {
 
 // attempt makes one bounded call of the FetchFunc and validates the result.
 func (c *Cached) attempt(n int) (Token, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.o.AttemptTimeout)
+	ctx, cancel := c.ctx, context.CancelFunc(func() {})
+	if c.o.AttemptTimeout > 0 {
+		ctx, cancel = context.WithTimeout(c.ctx, c.o.AttemptTimeout)
+	}
 	defer cancel()
 	ctx, span := c.tel.start(ctx, n)
 	start := time.Now()

@@ -1,10 +1,12 @@
 package tokensource_test
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lakebase-go/lakebase/tokensource"
 )
@@ -21,5 +23,43 @@ func TestConfigErrorUnwraps(t *testing.T) {
 	}
 	if tokensource.IsTransient(err) {
 		t.Error("a configuration error is not transient")
+	}
+}
+
+// TestOptionsConvention: zero is the default, negative is off, and a
+// negative setting that cannot mean off is a configuration error from
+// Token, never a hammering loop.
+func TestOptionsConvention(t *testing.T) {
+	fetch := func(context.Context) (tokensource.Token, error) {
+		return tokensource.Token{Value: "tok", Expiry: time.Now().Add(time.Minute)}, nil
+	}
+	// A token with 10 s left is inside the default 30 s safety margin: it
+	// is handed out only with the margin off.
+	short := func(context.Context) (tokensource.Token, error) {
+		return tokensource.Token{Value: "short", Expiry: time.Now().Add(10 * time.Second)}, nil
+	}
+	def := tokensource.New(short, tokensource.Options{Mode: tokensource.Lazy, RetrySchedule: []time.Duration{}})
+	defer def.Close()
+	if _, err := def.Token(t.Context()); err == nil {
+		t.Error("default SafetyMargin (30 s) handed out a token with 10 s left")
+	}
+	off := tokensource.New(short, tokensource.Options{Mode: tokensource.Lazy, SafetyMargin: -1, EarlyRefresh: -1, AttemptTimeout: -1})
+	defer off.Close()
+	if tok, err := off.Token(t.Context()); err != nil || tok.Value != "short" {
+		t.Errorf("SafetyMargin off: %v %v", tok.Value, err)
+	}
+	for _, o := range []tokensource.Options{
+		{Mode: tokensource.Lazy, BackgroundRetryMin: -time.Second},
+		{Mode: tokensource.Lazy, BackgroundRetryMax: -time.Second},
+		{Mode: tokensource.Lazy, RetrySchedule: []time.Duration{-time.Millisecond}},
+		{Mode: tokensource.Mode(7)},
+	} {
+		c := tokensource.New(fetch, o)
+		_, err := c.Token(t.Context())
+		c.Close()
+		var ce *tokensource.ConfigError
+		if !errors.As(err, &ce) || !strings.HasPrefix(ce.Setting, "Options.") || tokensource.IsTransient(err) {
+			t.Errorf("%+v: want a *ConfigError naming the option, got %v", o, err)
+		}
 	}
 }
