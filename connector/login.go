@@ -179,6 +179,11 @@ func (rc *retryConnector) dial(ctx, caller context.Context, tok tokensource.Toke
 	logged := false
 	for attempt := 1; ; attempt++ {
 		conn, err := rc.raw.Connect(ctx)
+		if err != nil && attempt > 1 && ctx.Err() != nil {
+			// The deadline or the caller ended this attempt of a wake (a
+			// dial cancelled midway is no cold-start error by itself).
+			return nil, rc.c.wakeError(ctx, caller, attempt, err)
+		}
 		if err == nil || !coldStart(err) {
 			return conn, err
 		}
