@@ -44,8 +44,9 @@
 // one fix; after a failed forced refresh its Refresh field holds the failure.
 // pgxpool has no hook that sees a failed login: there the refused login
 // fails with pgx's own error (SQLSTATE 28xxx), and the next connection's
-// BeforeConnect replaces the token or fails with a [*LoginError] without
-// logging in with it again, so a revoked token costs one failed connection.
+// [Connector.PoolBeforeConnect] replaces the token or fails with a
+// [*LoginError] without logging in with it again, so a revoked token costs
+// one failed connection.
 //
 // # Retrying
 //
