@@ -42,6 +42,11 @@
 // entry or no encryption, a static password, a connection pooler — never
 // mint. Every refusal is a [*LoginError] whose [LoginReason] says which, with
 // one fix; after a failed forced refresh its Refresh field holds the failure.
+// pgxpool has no hook that sees a failed login: there the refused login
+// fails with pgx's own error (SQLSTATE 28xxx), and the next connection's
+// [Connector.PoolBeforeConnect] replaces the token or fails with a
+// [*LoginError] without logging in with it again, so a revoked token costs
+// one failed connection.
 //
 // # Retrying
 //
@@ -56,14 +61,27 @@
 // physical connection therefore retries dial errors (refused, reset,
 // timeout), SQLSTATE class 08 and 57P03 with jittered backoff (25–50 ms for
 // the first second, then doubling to 1 s) until [Config.ConnectTimeout] (60
-// s by default) runs out, without a new credential call, logging one INFO
-// line "endpoint waking up, retrying" per connection. It never retries
-// 28xxx, 42501, 3D000 or a pooler's 08P01 refusals ("no such database",
-// "no such user" are a [*LoginError]). When the time runs out the error is a
+// s by default: wakes usually take a few hundred milliseconds but can take
+// much longer, and the Databricks CLI allows 120 s) runs out, without a new
+// credential call, logging one INFO line "endpoint waking up, retrying" per
+// connection. It never retries 28xxx, 42501, 3D000 or a pooler's 08P01
+// refusals ("no such database", "no such user" are a [*LoginError]): an
+// 08P01 is a cold start only when PgBouncer says to come back later ("try
+// again later", query_wait_timeout, ...). When the time runs out the error is a
 // [*WakeError] naming the host and wrapping the context error. The pgxpool
 // path ([Connector.PoolConfig], [Connector.PoolBeforeConnect]) retries the same
 // way inside the connection's DialFunc, replaying the startup message on a
 // new transport.
+//
+// # The pooler host
+//
+// Lakebase's built-in pooler (the "-pooler" host, PgBouncer in transaction
+// mode) accepts only native Postgres password roles. A token login
+// configured against a host whose name contains "-pooler" fails at [New]
+// with a [*ConfigError] naming Host (PGHOST); a pooler that refuses a token
+// login anyway is a [*LoginError] with [LoginPoolerRefused], never retried.
+// Use the direct host, or [Config.Password] for a native role (with
+// [Config.QueryExecMode] set to simple protocol or exec behind it).
 //
 // # pgx hooks and raw access
 //
@@ -79,8 +97,13 @@
 // With [Config.Telemetry] connections are wrapped by otelsql with lean
 // defaults: spans for queries, execs, transactions and connects, and the
 // db.client.operation.duration metric; no spans for Rows iteration, session
-// resets, prepares or pings. [Config.TelemetryOptions] adds or overrides
-// otelsql options. The pgxpool path ([Connector.PoolConfig]) gets token
+// resets, prepares or pings. [OpenDB] also registers the pool's sql.DBStats
+// gauges and unregisters them when the DB is closed. [Config.TelemetryOptions]
+// adds or overrides otelsql options (for example
+// otelsql.WithSpanOptions(otelsql.SpanOptions{Ping: true})). Spans and
+// metrics go to [Config.TracerProvider] and [Config.MeterProvider], else the
+// OpenTelemetry globals; the token source's fetch spans and metrics are
+// emitted with or without Telemetry (see package tokensource). The pgxpool path ([Connector.PoolConfig]) gets token
 // rotation, the refused-login recovery, the cold-start retries, the hooks
 // and the pool defaults but not otelsql telemetry: set a pgx Tracer (for
 // example otelpgx) through Config.BeforeConnect.

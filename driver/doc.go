@@ -6,10 +6,12 @@
 //
 // The data source name is a libpq keyword/value string or a postgres:// URL.
 // Besides the usual keys (host, port, dbname, user, password, sslmode,
-// sslrootcert, application_name, connect_timeout, search_path) it accepts
-// lakebase_endpoint, lakebase_instance, databricks_profile,
+// sslrootcert, application_name, connect_timeout, search_path, options) it
+// accepts lakebase_endpoint, lakebase_instance, databricks_profile,
 // refresh=eager|lazy and token_ttl (a Go duration). Keys that are absent fall
-// back to the environment exactly like connector.Config does.
+// back to the environment exactly like connector.Config does. An unknown key
+// is an error that lists the accepted keys (and a close one, if any), so a
+// typo is caught rather than ignored.
 //
 // The driver implements driver.DriverContext, so database/sql parses the DSN
 // once per sql.Open and keeps one connector (and one token cache) per

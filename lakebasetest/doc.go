@@ -41,6 +41,13 @@
 //   - RefusingWorkspaceURL and SilentWorkspaceURL give workspace URLs that
 //     refuse connections or never answer, for startup-bound tests.
 //
+// What it does not emulate: real Databricks permissions and Unity Catalog
+// grants (every role may use the database), databricks_auth and role
+// creation through the API (use AddUser), the enforcement of token claims
+// such as read-only tables, connection pooling itself (the pooler host only
+// gates logins), the 72-hour connection lifetime and 24-hour idle timeout,
+// and the workspace-scoped token binding beyond "this token, this role".
+//
 // Tests call Start(t); programs call New(ctx) and Close. Without PostgreSQL
 // binaries, Start skips the test unless LAKEBASE_TEST_REQUIRE_PG=1. This
 // package is for tests and examples only; library code never imports it.

@@ -67,7 +67,8 @@
 // at most MaxVerifiedTokens of them. Concurrent requests with one new
 // token share one verification. Junk costs little: at most
 // MaxVerifications verifications run at once (beyond it a new token gets
-// a 503 wrapping ErrBusy, without a workspace call), and a failed
+// a 503 wrapping ErrBusy, without a workspace call; Middleware logs such
+// refusals in one line a second), and a failed
 // verification is remembered by the token's SHA-256 for FailedTTL (a
 // repeat is logged at DEBUG). Transient failures are never remembered.
 //

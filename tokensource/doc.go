@@ -26,6 +26,16 @@
 // Expiry maths use wall-clock time, so a host that slept past a token's
 // expiry refreshes before handing out the expired token.
 //
+// Which mode: Eager keeps a token ready, so no connection ever waits for a
+// fetch while a valid token is cached. Lazy starts no goroutine and no
+// timer: the first caller after the refresh point fetches, and falls back
+// to the still-valid old token if that fetch fails. Choose Lazy on
+// CPU-throttled or scale-to-zero hosts, for short jobs, and for many rarely
+// used sources (package peruser uses it for every user's pool).
+//
+// ToOAuth2 and FromOAuth2 adapt to and from golang.org/x/oauth2, and Static
+// wraps a fixed token.
+//
 // Each fetch attempt emits an OpenTelemetry span named "lakebase.token.fetch"
 // and records the "lakebase.token.fetch.duration" histogram (and the
 // "lakebase.token.fetch.failures" counter with error.type on failure).
