@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/lakebase-go/lakebase/connector"
@@ -22,8 +23,9 @@ import (
 const TelemetryCase = "4c. tracing cost, SELECT 1 on an open connection, each against its own untraced baseline"
 
 // leanSpans are the span options Config.Telemetry uses (connector's
-// otelOptions), so that "otelsql on pgx, same options" isolates the cost of
-// the connector's wiring from otelsql's own.
+// otelOptions; with its span attributes below), so that "otelsql on pgx,
+// the connector's options" isolates the cost of the connector's wiring
+// from otelsql's own.
 var leanSpans = otelsql.WithSpanOptions(otelsql.SpanOptions{OmitConnResetSession: true, OmitRows: true, OmitConnPrepare: true, DisableErrSkip: true})
 
 // telemetryCase is case 4c: what tracing costs on each path a user can
@@ -71,7 +73,14 @@ func (env *Env) telemetryCase(ctx context.Context, o Options) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	otelLeanDB, err := single(otelsql.OpenDB(plain(), otelsql.WithTracerProvider(tp), leanSpans))
+	// The connector's options: its span options and its span attributes.
+	sameAttrs := otelsql.WithAttributes(
+		attribute.String("db.system.name", "postgresql"),
+		attribute.String("db.namespace", env.E.Database()),
+		attribute.String("server.address", env.E.Host()),
+		attribute.Int("server.port", env.E.Port()),
+	)
+	otelLeanDB, err := single(otelsql.OpenDB(plain(), otelsql.WithTracerProvider(tp), leanSpans, sameAttrs))
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +173,7 @@ func (env *Env) telemetryCase(ctx context.Context, o Options) ([]Row, error) {
 	cs := []contender{
 		{"pgx stdlib (no connector), untraced", selDB(pgxDB)},
 		{"otelsql on pgx stdlib, otelsql's defaults", selDB(otelDefaultDB)},
-		{"otelsql on pgx stdlib, the connector's span options", selDB(otelLeanDB)},
+		{"otelsql on pgx stdlib, the connector's options", selDB(otelLeanDB)},
 		{"lakebase connector, untraced", selDB(connDB)},
 		{"lakebase connector + Config.Telemetry", selDB(connOTelDB)},
 		{"pgxpool from PoolConfig, untraced", selPool(poolPlain)},
