@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -29,6 +28,10 @@ const DefaultDatabase = "databricks_postgres"
 // DefaultPort is the Postgres port used when neither Config.Port nor PGPORT
 // is set.
 const DefaultPort = 5432
+
+// DefaultAppName is the application_name sent when neither Config.AppName
+// nor PGAPPNAME is set.
+const DefaultAppName = "lakebase-go"
 
 // Config describes how to reach one Lakebase database. Every zero field falls
 // back to an environment variable (the ones a Databricks App is given), then
@@ -72,7 +75,7 @@ type Config struct {
 	SSLRootCert string
 
 	// AppName is sent as application_name. Zero: PGAPPNAME, else
-	// "lakebase-go".
+	// DefaultAppName ("lakebase-go").
 	AppName string
 
 	// Workspace is a workspace client of the caller's to mint tokens and
@@ -281,132 +284,6 @@ func sslConfigError(err error) *ConfigError {
 }
 
 var discard = slog.New(slog.DiscardHandler)
-
-// withEnv fills zero fields from the environment and validates what can be
-// validated offline. It never mutates cfg.
-func withEnv(cfg Config) (resolved, error) {
-	env := cfg.LookupEnv
-	if env == nil {
-		env = os.LookupEnv
-	}
-	get := func(key string) string {
-		v, _ := env(key)
-		return strings.TrimSpace(v)
-	}
-	r := resolved{Config: cfg, env: env}
-	r.RuntimeParams = maps.Clone(cfg.RuntimeParams)
-	if r.RuntimeParams == nil {
-		r.RuntimeParams = map[string]string{}
-	}
-	// Run-time parameters libpq takes from the environment, read through
-	// LookupEnv like every other variable (pgx would read the process
-	// environment directly).
-	for key, param := range map[string]string{"PGOPTIONS": "options", "PGTZ": "timezone", "PGDATESTYLE": "datestyle"} {
-		if v := get(key); v != "" {
-			if _, set := r.RuntimeParams[param]; !set {
-				r.RuntimeParams[param] = v
-			}
-		}
-	}
-	c := &r.Config
-	if c.Endpoint == "" && c.Instance == "" {
-		c.Endpoint = get(EnvEndpoint)
-		c.Instance = get(EnvInstance)
-	}
-	if c.Host == "" {
-		c.Host = get(EnvHost)
-		r.hostFromEnv = c.Host != ""
-	}
-	if c.Port == 0 {
-		if v := get(EnvPort); v != "" {
-			p, err := strconv.Atoi(v)
-			if err != nil || p <= 0 || p > 65535 {
-				return r, &ConfigError{Setting: "Port (" + EnvPort + ")", Problem: "not a TCP port number", Fix: "set PGPORT to a number from 1 to 65535, usually 5432"}
-			}
-			c.Port = p
-		} else {
-			c.Port = DefaultPort
-		}
-	}
-	if c.Port < 0 || c.Port > 65535 {
-		return r, &ConfigError{Setting: "Port", Problem: "not a TCP port number", Fix: "use a number from 1 to 65535, usually 5432"}
-	}
-	if c.Database == "" {
-		c.Database = get(EnvDatabase)
-		if c.Database == "" {
-			c.Database = DefaultDatabase
-		}
-	}
-	if c.User == "" {
-		c.User = get(EnvUser)
-		if c.User == "" {
-			c.User = get(EnvClientID)
-		}
-	}
-	if c.SSLMode == "" {
-		c.SSLMode = get(EnvSSLMode)
-	}
-	if c.SSLRootCert == "" {
-		c.SSLRootCert = get(EnvSSLRootCert)
-	}
-	if c.AppName == "" {
-		c.AppName = get(EnvAppName)
-		if c.AppName == "" {
-			c.AppName = "lakebase-go"
-		}
-	}
-	if c.ConnectTimeout == 0 {
-		if v := get(EnvConnectTimeout); v != "" {
-			s, err := strconv.Atoi(v)
-			if err != nil || s < 0 {
-				return r, &ConfigError{Setting: "ConnectTimeout (" + EnvConnectTimeout + ")", Problem: "not a whole number of seconds", Fix: "set PGCONNECT_TIMEOUT to seconds, for example 10"}
-			}
-			c.ConnectTimeout = time.Duration(s) * time.Second
-		}
-		if c.ConnectTimeout == 0 {
-			c.ConnectTimeout = DefaultConnectTimeout
-		}
-	}
-	if c.ConnectTimeout < 0 {
-		return r, &ConfigError{Setting: "ConnectTimeout", Problem: "negative", Fix: "use a positive duration or zero for the default"}
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-
-	if c.Endpoint != "" && c.Instance != "" {
-		return r, &ConfigError{Setting: "Endpoint/Instance (" + EnvEndpoint + "/" + EnvInstance + ")", Problem: "both are set", Fix: "set only the one for your database: Endpoint for autoscaling projects, Instance for provisioned instances"}
-	}
-	if c.Endpoint != "" && !validEndpointName(c.Endpoint) {
-		return r, &ConfigError{Setting: "Endpoint (" + EnvEndpoint + ")", Problem: "not an endpoint resource name", Fix: `use the form "projects/{project}/branches/{branch}/endpoints/{endpoint}"`}
-	}
-	if c.Token.Logger != nil || c.Token.TracerProvider != nil || c.Token.MeterProvider != nil {
-		return r, &ConfigError{Setting: "Token.Logger/TracerProvider/MeterProvider", Problem: "set on the token options, which take them from Config",
-			Fix: "set Config.Logger, Config.TracerProvider and Config.MeterProvider instead (one of each per Config)"}
-	}
-	if c.Workspace != nil && c.WorkspaceConfig != nil {
-		return r, &ConfigError{Setting: "Workspace/WorkspaceConfig", Problem: "both are set", Fix: "pass either a workspace client or the SDK settings to build one from, not both"}
-	}
-	if c.Password != "" && c.TokenSource != nil {
-		return r, &ConfigError{Setting: "Password/TokenSource", Problem: "both are set", Fix: "set Password for native Postgres authentication or TokenSource for tokens, not both"}
-	}
-	tokenAuth := c.Password == "" && c.TokenSource == nil
-	if tokenAuth && c.Endpoint == "" && c.Instance == "" {
-		return r, &ConfigError{Setting: "Endpoint (" + EnvEndpoint + ")", Problem: "no database to mint tokens for", Fix: "set Config.Endpoint or LAKEBASE_ENDPOINT (autoscaling), Config.Instance or LAKEBASE_INSTANCE (provisioned), or supply Config.TokenSource"}
-	}
-	if c.Host == "" && c.Endpoint == "" && c.Instance == "" {
-		return r, &ConfigError{Setting: "Host (" + EnvHost + ")", Problem: "no host and nothing to resolve it from", Fix: "set Config.Host or PGHOST, or Endpoint/Instance so the host can be looked up"}
-	}
-	if c.TokenTTL != 0 {
-		if c.Instance != "" {
-			return r, &ConfigError{Setting: "TokenTTL", Problem: "not supported for provisioned instances", Fix: "leave TokenTTL zero with Instance"}
-		}
-		if c.TokenTTL < 5*time.Minute || c.TokenTTL > time.Hour {
-			return r, &ConfigError{Setting: "TokenTTL", Problem: "outside 5m..1h", Fix: "use a lifetime from 5 minutes to 1 hour, or zero for the service default"}
-		}
-	}
-	return r, nil
-}
 
 func validEndpointName(s string) bool {
 	parts := strings.Split(s, "/")
