@@ -54,7 +54,8 @@
 //
 // A scaled-to-zero endpoint wakes on the next connection attempt. A new
 // physical connection therefore retries dial errors (refused, reset,
-// timeout), SQLSTATE class 08 and 57P03 with jittered backoff (25–50 ms for
+// timeout), SQLSTATE class 08 and 57P03 (and 57P01/57P02 during the login:
+// a server shutting down for a restart or failover) with jittered backoff (25–50 ms for
 // the first second, then doubling to 1 s) until [Config.ConnectTimeout] (60
 // s by default) runs out, without a new credential call, logging one INFO
 // line "endpoint waking up, retrying" per connection. It never retries
@@ -64,6 +65,16 @@
 // path ([Connector.PoolConfig], [Connector.PoolBeforeConnect]) retries the same
 // way inside the connection's DialFunc, replaying the startup message on a
 // new transport.
+//
+// # Read replicas
+//
+// [Config.ReadOnly] (or PGTARGETSESSIONATTRS=read-only) connects to the
+// endpoint's read-only host (readable secondaries, or a read replica's
+// endpoint) and fails [New] with a [*ConfigError] when there is none,
+// never falling back to the primary; each new connection checks that its
+// session is read-only. [Connector.Reader] derives such a reader from a
+// writer with the same workspace client and token cache. A write there
+// fails with pgx's *pgconn.PgError, SQLSTATE 25006; reads lag writes.
 //
 // # pgx hooks and raw access
 //
