@@ -8,7 +8,8 @@
 // Besides the usual keys (host, port, dbname, user, password, sslmode,
 // sslrootcert, application_name, connect_timeout, search_path) it accepts
 // lakebase_endpoint, lakebase_instance, databricks_profile,
-// refresh=eager|lazy and token_ttl (a Go duration). Keys that are absent fall
+// refresh=eager|lazy, token_ttl (a Go duration) and target_session_attrs
+// (read-only or standby: connector.Config.ReadOnly). Keys that are absent fall
 // back to the environment exactly like connector.Config does.
 //
 // The driver implements driver.DriverContext, so database/sql parses the DSN
