@@ -117,7 +117,8 @@ func (c *Connector) poolAfterConnect(ctx context.Context, conn *pgx.Conn) error 
 // *ConfigError naming ReadOnly when the endpoint has no read-only host,
 // and one naming Endpoint/Instance when c has neither to look it up from
 // (use New with ReadOnly and Host then). The reader's connections check
-// their session as ReadOnly says.
+// their session as ReadOnly says. Its Config reports ReadOnly, the
+// read-only Host and the shared TokenSource.
 //
 // The two connectors close independently: the shared token source and
 // workspace client are closed with the last of them, so closing the

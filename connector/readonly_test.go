@@ -424,8 +424,8 @@ func TestReadOnlyEnvAndValidation(t *testing.T) {
 }
 
 // TestFailoverUnderInsertLoad: Failover() while 16 workers insert through
-// one writer (and the credentials API fails throughout, a second fault):
-// every acknowledged insert is on the new primary, connections attempted
+// one writer, with the credentials API failing throughout and the standby's
+// replay paused (it lags): every acknowledged insert is on the new primary, connections attempted
 // during the failover succeed within ConnectTimeout, every worker resumes,
 // no credential call is made, and the reader, whose host now accepts
 // writes, refuses new connections with a *ConfigError.
@@ -510,6 +510,18 @@ func TestFailoverUnderInsertLoad(t *testing.T) {
 		}
 	}
 	waitFor("200 inserts before the failover", func() bool { return len(acked) >= 200 })
+	// A lagging standby (a third fault): replay stops, inserts go on; the
+	// promotion must replay what it has received first.
+	if err := s.PauseReplay(ctx); err != nil {
+		close(stop)
+		wg.Wait()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.ResumeReplay(context.Background()) }) // if the test ends before the failover
+	mu.Lock()
+	beforePause := len(acked)
+	mu.Unlock()
+	waitFor("100 inserts with replay paused", func() bool { return len(acked) >= beforePause+100 })
 
 	// New connections attempted throughout the failover must succeed
 	// (each within ConnectTimeout, or Connect fails).

@@ -148,6 +148,7 @@ wal_receiver_status_interval = 1s
 		return nil, err
 	}
 	if err := s.pgCtl("-w", "-t", "30", "-l", filepath.Join(s.dir, "postgres.log"), "start"); err != nil {
+		_ = s.pgCtl("-w", "-m", "immediate", "stop") // in case it started after all
 		log, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
 		return nil, fmt.Errorf("lakebasetest: start the standby: %w\nserver log:\n%s", err, log)
 	}

@@ -44,11 +44,28 @@ func countRows(ctx context.Context, conn *pgx.Conn, id int) (int, error) {
 // writes fail with 25006, paused replay hides fresh commits until resumed,
 // and Failover moves the primary's address to it.
 func TestStandby(t *testing.T) {
-	start := time.Now()
-	e := Start(t, WithStandby())
-	t.Logf("emulator with standby started in %v", time.Since(start))
+	e := Start(t)
 	ctx := t.Context()
-	s := e.Standby()
+	if err := e.Failover(ctx); err == nil {
+		t.Fatal("Failover without a standby succeeded")
+	}
+	if e.Standby() != nil || e.ReadOnlyHost() != "" {
+		t.Fatal("a standby without StartStandby")
+	}
+	w, err := e.WorkspaceClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := w.Postgres.GetEndpoint(ctx, postgres.GetEndpointRequest{Name: e.Endpoint()})
+	if err != nil || ep.Status.Hosts.ReadOnlyHost != "" {
+		t.Fatalf("read_only_host %q without a standby (%v)", ep.Status.Hosts.ReadOnlyHost, err)
+	}
+	start := time.Now()
+	s, err := e.StartStandby(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("standby started in %v", time.Since(start))
 	if s == nil || e.ReadOnlyHost() != s.Host() || s.Host() == e.Host() || s.Port() != e.Port() {
 		t.Fatalf("standby %v, read-only host %q", s, e.ReadOnlyHost())
 	}
@@ -56,11 +73,7 @@ func TestStandby(t *testing.T) {
 		t.Fatalf("second StartStandby: %v, %v (want the running standby)", again, err)
 	}
 
-	w, err := e.WorkspaceClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := w.Postgres.GetEndpoint(ctx, postgres.GetEndpointRequest{Name: e.Endpoint()})
+	ep, err = w.Postgres.GetEndpoint(ctx, postgres.GetEndpointRequest{Name: e.Endpoint()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,15 +221,5 @@ func TestStandby(t *testing.T) {
 	var n int
 	if err := c.QueryRow(ctx, "SELECT count(*)::int FROM standby_t").Scan(&n); err != nil || n != 5 {
 		t.Fatalf("rows on the new primary: %d, %v (want 1, 3, 4 and the two writes after failover)", n, err)
-	}
-}
-
-func TestFailoverWithoutStandby(t *testing.T) {
-	e := Start(t)
-	if err := e.Failover(t.Context()); err == nil {
-		t.Fatal("Failover without a standby succeeded")
-	}
-	if e.Standby() != nil || e.ReadOnlyHost() != "" {
-		t.Fatal("a standby without StartStandby")
 	}
 }
