@@ -52,7 +52,7 @@ func TestStandby(t *testing.T) {
 	if e.Standby() != nil || e.ReadOnlyHost() != "" {
 		t.Fatal("a standby without StartStandby")
 	}
-	w, err := e.WorkspaceClient()
+	w, err := e.fullClient(spBearer(e))
 	if err != nil {
 		t.Fatal(err)
 	}
