@@ -36,7 +36,7 @@ func TestCompareSmoke(t *testing.T) {
 	table := out.String()
 	for _, want := range []string{"1. token on cache hit", ConnectCase, "2b. what minting", "3. churn", "4a. SELECT 1", "4b. insert", "4c. tracing cost", "otelpgx",
 		"5. stampede", "5b. eager", "7. scaling: 10", "8a. pgxpool", "8b. pgxpool", "9. first query after scale to zero",
-		"10a. per user", "10b. per user", "10c. per user, login proof", "11. refused logins",
+		"10a. per user", "10b. per user", "10c. per user, login proof", "11. refused logins", "13a. read by key", "13b. new connection",
 		string(Limit), string(MintPerConn), string(OAuth2Reuse), string(Lazy), string(EagerOTel), "median [95 % CI]"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q", want)

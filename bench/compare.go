@@ -108,7 +108,8 @@ func Compare(ctx context.Context, out io.Writer, o Options) ([]Row, error) {
 		{"9", func() ([]Row, error) { return env.wakeCase(ctx, o) }},
 		{"10", func() ([]Row, error) { return env.userCase(ctx, o) }},
 		{"11", func() ([]Row, error) { return env.refusedCase(ctx, o) }},
-		{"12", func() ([]Row, error) { return env.proxyCase(ctx, o) }}, // cases_proxy.go
+		{"12", func() ([]Row, error) { return env.proxyCase(ctx, o) }},   // cases_proxy.go
+		{"13", func() ([]Row, error) { return env.replicaCase(ctx, o) }}, // cases_replica.go
 	}
 	for _, s := range steps {
 		if !o.runs(s.id) {

@@ -114,6 +114,31 @@ type Config struct {
 	// autoscaling endpoints only). Zero: the service default (1 h).
 	TokenTTL time.Duration
 
+	// ReadOnly makes a connector for reads, on a read-only host. With
+	// Endpoint (or Instance) the read-only host is looked up
+	// (status.hosts.read_only_host: the endpoint's readable secondaries, or
+	// a read replica's own endpoint; an instance's read_only_dns), and a
+	// Host from PGHOST (in a Databricks App: the primary's) is ignored; if
+	// there is no read-only host New fails with a *ConfigError naming
+	// ReadOnly instead of connecting to the writable primary. An explicit
+	// Host is connected to as given. Every new connection checks that its
+	// session is read-only (a hot standby, or default_transaction_read_only
+	// on; PostgreSQL 14+ reports both at login, so the check costs no round
+	// trip) and fails with a *ConfigError otherwise. A write on it fails
+	// with SQLSTATE 25006 (a *pgconn.PgError). Connector.Reader derives a
+	// reader from a writer with the same workspace client and token source.
+	// Zero: PGTARGETSESSIONATTRS "read-only" or "standby" (libpq's values)
+	// turn it on; "any", "read-write" and "primary" leave it off;
+	// "prefer-standby" is refused (no silent fallback to the primary).
+	ReadOnly bool
+
+	// ReadOnlyTables asks for credentials with a READ_ONLY permission-set
+	// claim on these Unity Catalog tables (catalog.schema.table; see
+	// tokensource.EndpointOptions.ReadOnlyTables), for tokens the connector
+	// mints for an autoscaling endpoint. It is independent of ReadOnly.
+	// Zero: no claims.
+	ReadOnlyTables []string
+
 	// ConnectTimeout bounds one new physical connection: TCP, TLS and
 	// authentication, including the retries that ride out a cold start (an
 	// endpoint waking from scale to zero answers with refused connections,

@@ -43,6 +43,7 @@ type Connector struct {
 	cfg    *resolved // behind a pointer: fmt's bad-verb output and %v through unexported fields never reach Password
 	login  *loginPolicy
 	ws     *workspace // the workspace client (nil when nothing is minted)
+	share  *shared    // owned and ws, shared with the readers of Reader (readonly.go)
 
 	dsn string // the settings base was parsed from (placeholder password)
 
@@ -136,11 +137,10 @@ func build(r *resolved, ws *workspace) (*Connector, error) {
 		conn.owned = ts
 		conn.ws = ws
 	}
-	if ws != nil {
-		// Registered first, so it runs last: the token source's Close has
-		// cancelled its fetch by then (the workspace's close never waits).
-		conn.onCloseFn = append(conn.onCloseFn, func() error { ws.close(); return nil })
-	}
+	// Close releases it after the OnClose functions; the last connector
+	// sharing it closes the workspace (which never waits), then the token
+	// source.
+	conn.share = newShared(conn.owned, ws)
 	conn.cfg = r
 
 	raw := stdlib.GetConnector(conn.base,
@@ -163,7 +163,7 @@ func newTokenSource(r *resolved, ws *workspace) (*tokensource.Cached, error) {
 	var attrs []attribute.KeyValue
 	fetcher := func(w *sdkclient.Client) (tokensource.FetchFunc, error) {
 		if c.Endpoint != "" {
-			return tokensource.EndpointFetcher(w.Postgres, c.Endpoint, tokensource.EndpointOptions{TTL: c.TokenTTL})
+			return tokensource.EndpointFetcher(w.Postgres, c.Endpoint, tokensource.EndpointOptions{TTL: c.TokenTTL, ReadOnlyTables: c.ReadOnlyTables})
 		}
 		return tokensource.InstanceFetcher(w.Database, c.Instance)
 	}
@@ -469,9 +469,7 @@ func (c *Connector) Close() error {
 	for i := len(fns) - 1; i >= 0; i-- {
 		errs = append(errs, fns[i]())
 	}
-	if c.owned != nil {
-		errs = append(errs, c.owned.Close())
-	}
+	errs = append(errs, c.share.release())
 	err := errors.Join(errs...)
 	c.mu.Lock()
 	c.closeErr = err

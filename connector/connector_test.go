@@ -24,7 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, leaktest.Options()...)
+	goleak.VerifyTestMain(withStandbys{m}, leaktest.Options()...) // readonly_test.go
 }
 
 type staticSource struct{ tok tokensource.Token }

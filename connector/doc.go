@@ -59,7 +59,8 @@
 //
 // A scaled-to-zero endpoint wakes on the next connection attempt. A new
 // physical connection therefore retries dial errors (refused, reset,
-// timeout), SQLSTATE class 08 and 57P03 with jittered backoff (25–50 ms for
+// timeout), SQLSTATE class 08 and 57P03 (and 57P01/57P02 during the login:
+// a server shutting down for a restart or failover) with jittered backoff (25–50 ms for
 // the first second, then doubling to 1 s) until [Config.ConnectTimeout] (60
 // s by default: wakes usually take a few hundred milliseconds but can take
 // much longer, and the Databricks CLI allows 120 s) runs out, without a new
@@ -82,6 +83,16 @@
 // login anyway is a [*LoginError] with [LoginPoolerRefused], never retried.
 // Use the direct host, or [Config.Password] for a native role (with
 // [Config.QueryExecMode] set to simple protocol or exec behind it).
+//
+// # Read replicas
+//
+// [Config.ReadOnly] (or PGTARGETSESSIONATTRS=read-only) connects to the
+// endpoint's read-only host (readable secondaries, or a read replica's
+// endpoint) and fails [New] with a [*ConfigError] when there is none,
+// never falling back to the primary; each new connection checks that its
+// session is read-only. [Connector.Reader] derives such a reader from a
+// writer with the same workspace client and token cache. A write there
+// fails with pgx's *pgconn.PgError, SQLSTATE 25006; reads lag writes.
 //
 // # pgx hooks and raw access
 //

@@ -74,7 +74,10 @@ func withEnv(cfg Config) (resolved, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	return r, validate(c)
+	if err := validate(c); err != nil {
+		return r, err
+	}
+	return r, withReadOnlyEnv(&r, get)
 }
 
 // envNumbers fills Port and ConnectTimeout from PGPORT and

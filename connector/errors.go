@@ -352,6 +352,11 @@ func classifyServerError(code, message string) (failure, LoginReason) {
 		return failRefused, LoginDatabaseMissing
 	case "57P03": // the database system is starting up / shutting down / in recovery
 		return failColdStart, 0
+	case "57P01", "57P02":
+		// A server shutting down (or crashing) while the login was in
+		// progress: a restart or a failover, which the next server
+		// behind the host answers (readonly.go's failover tests).
+		return failColdStart, 0
 	case "08P01":
 		// A protocol violation: how PgBouncer (Lakebase's pooler) reports
 		// nearly everything. Only its "come back later" answers are a
@@ -394,7 +399,8 @@ func refusal(err error) (code string, reason LoginReason, ok bool) {
 // coldStart reports whether err is how a compute that is waking up or
 // restarting refuses a connection: a dial error (refused, reset, timeout,
 // closed before the startup finished), SQLSTATE class 08 other than the
-// pooler's refusals, or 57P03. Refusals of the login (28xxx, 42501, 3D000,
+// pooler's refusals, 57P03, or 57P01/57P02 (a server that shut down during
+// the login: a restart or a failover). Refusals of the login (28xxx, 42501, 3D000,
 // most 08P01) and TLS certificate failures are not.
 func coldStart(err error) bool {
 	f, _, _ := classifyFailure(err)

@@ -35,6 +35,8 @@ func TestClassifyServerErrors(t *testing.T) {
 		{"3D000", `database "nope" does not exist`, failRefused, LoginDatabaseMissing},
 		{"57P03", "the database system is starting up", failColdStart, 0},
 		{"57P03", "the database system is shutting down", failColdStart, 0},
+		{"57P01", "terminating connection due to administrator command", failColdStart, 0},
+		{"57P02", "terminating connection because of crash of another server process", failColdStart, 0},
 		{"08006", "pooler: server connection failed", failColdStart, 0},
 		{"08001", "could not connect to server", failColdStart, 0},
 		// PgBouncer answers almost everything with 08P01.

@@ -82,6 +82,7 @@ func lookupHost(ctx context.Context, r *resolved, w *sdkclient.Client) error {
 	c := &r.Config
 	var (
 		host, pooled, setting, op string
+		primary                   string // with ReadOnly: the primary host the look-up reported
 	)
 	err := bounded(ctx, w, func() error {
 		if c.Endpoint != "" {
@@ -89,6 +90,9 @@ func lookupHost(ctx context.Context, r *resolved, w *sdkclient.Client) error {
 			ep, err := w.Postgres.GetEndpoint(ctx, postgres.GetEndpointRequest{Name: c.Endpoint})
 			if err == nil && ep != nil && ep.Status != nil && ep.Status.Hosts != nil {
 				host, pooled = ep.Status.Hosts.Host, ep.Status.Hosts.ReadWritePooledHost
+				if c.ReadOnly {
+					primary, host, pooled = host, ep.Status.Hosts.ReadOnlyHost, ep.Status.Hosts.ReadOnlyPooledHost
+				}
 			}
 			return err
 		}
@@ -96,6 +100,9 @@ func lookupHost(ctx context.Context, r *resolved, w *sdkclient.Client) error {
 		inst, err := w.Database.GetDatabaseInstance(ctx, database.GetDatabaseInstanceRequest{Name: c.Instance})
 		if err == nil && inst != nil {
 			host = inst.ReadWriteDns
+			if c.ReadOnly {
+				primary, host = host, inst.ReadOnlyDns
+			}
 		}
 		return err
 	})
@@ -108,6 +115,9 @@ func lookupHost(ctx context.Context, r *resolved, w *sdkclient.Client) error {
 			return &ConfigError{Setting: setting, Problem: "the workspace identity may not read it", Fix: "grant the identity CAN_USE on the project, or set Config.Host / PGHOST", Err: err, detail: tokensource.Scrub(err.Error())}
 		}
 		return workspaceError(err, w.Host(), op)
+	}
+	if host == "" && primary != "" {
+		return noReadOnlyHostError(c, primary)
 	}
 	if host == "" {
 		return &ConfigError{Setting: setting, Problem: "the workspace reported no host (is the compute running?)", Fix: "start the endpoint, or set Config.Host / PGHOST"}

@@ -201,6 +201,9 @@ func (c *Connector) afterConnect(ctx context.Context, conn *pgx.Conn) error {
 		life := l.max - time.Duration(rand.Float64()*l.jitter*float64(l.max))
 		conn.PgConn().CustomData()[deadlineKey] = time.Now().Add(life)
 	}
+	if err := c.checkReadOnly(ctx, conn); err != nil {
+		return err
+	}
 	return c.userAfterConnect(ctx, conn)
 }
 
@@ -233,8 +236,8 @@ func (c *Connector) PoolConfig() (*pgxpool.Config, error) {
 	}
 	pc.ConnConfig = c.base.Copy()
 	pc.BeforeConnect = c.PoolBeforeConnect
-	if c.cfg.AfterConnect != nil {
-		pc.AfterConnect = c.userAfterConnect
+	if c.cfg.AfterConnect != nil || c.cfg.ReadOnly {
+		pc.AfterConnect = c.poolAfterConnect
 	}
 	pc.MaxConnLifetime = DefaultMaxConnLifetime
 	pc.MaxConnLifetimeJitter = time.Duration(DefaultLifetimeJitter * float64(DefaultMaxConnLifetime))

@@ -8,10 +8,11 @@
 // Besides the usual keys (host, port, dbname, user, password, sslmode,
 // sslrootcert, application_name, connect_timeout, search_path, options) it
 // accepts lakebase_endpoint, lakebase_instance, databricks_profile,
-// refresh=eager|lazy and token_ttl (a Go duration). Keys that are absent fall
-// back to the environment exactly like connector.Config does. An unknown key
-// is an error that lists the accepted keys (and a close one, if any), so a
-// typo is caught rather than ignored.
+// refresh=eager|lazy, token_ttl (a Go duration) and target_session_attrs
+// (read-only or standby: connector.Config.ReadOnly). Keys that are absent
+// fall back to the environment exactly like connector.Config does. An
+// unknown key is an error that lists the accepted keys (and a close one, if
+// any), so a typo is caught rather than ignored.
 //
 // The driver implements driver.DriverContext, so database/sql parses the DSN
 // once per sql.Open and keeps one connector (and one token cache) per

@@ -101,9 +101,10 @@ var keys = map[string]func(d *DSN, v string) error{
 		d.Config.Instance = v
 		return nil
 	},
-	"databricks_profile": func(d *DSN, v string) error { d.Profile = v; return nil },
-	"refresh":            setRefresh,
-	"token_ttl":          setTokenTTL,
+	"databricks_profile":   func(d *DSN, v string) error { d.Profile = v; return nil },
+	"refresh":              setRefresh,
+	"token_ttl":            setTokenTTL,
+	"target_session_attrs": setTargetSessionAttrs,
 }
 
 func acceptedKeys() string {
@@ -159,6 +160,22 @@ func setTokenTTL(d *DSN, v string) error {
 	}
 	d.Config.TokenTTL = ttl
 	return nil
+}
+
+// setTargetSessionAttrs maps libpq's target_session_attrs onto
+// Config.ReadOnly: read-only and standby turn it on; any, read-write and
+// primary (the primary host, the default) leave it as the environment says
+// (Config has no "explicitly off").
+func setTargetSessionAttrs(d *DSN, v string) error {
+	switch strings.ToLower(v) {
+	case "read-only", "standby":
+		d.Config.ReadOnly = true
+		return nil
+	case "any", "read-write", "primary":
+		return nil
+	}
+	return &DSNError{Key: "target_session_attrs", Problem: "not a value the connector supports",
+		Fix: "use read-only or standby (the endpoint's read-only host), or any, read-write or primary; prefer-standby is not supported (no silent fallback to the primary)"}
 }
 
 // pair is one key and value of a DSN.

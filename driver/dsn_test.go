@@ -12,7 +12,7 @@ import (
 func TestParseDSNKeywordValue(t *testing.T) {
 	d, err := ParseDSN(`host=db.example.com port=6543 dbname='my db' user=app@example.com password='p\'w d' ` +
 		`sslmode=verify-full sslrootcert=/ca.pem application_name=svc connect_timeout=7 search_path=app ` +
-		`lakebase_endpoint=projects/p/branches/b/endpoints/e databricks_profile=dev refresh=lazy token_ttl=30m`)
+		`lakebase_endpoint=projects/p/branches/b/endpoints/e databricks_profile=dev refresh=lazy token_ttl=30m target_session_attrs=read-only`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +31,9 @@ func TestParseDSNKeywordValue(t *testing.T) {
 	}
 	if c.Endpoint != "projects/p/branches/b/endpoints/e" || d.Profile != "dev" || c.Token.Mode != tokensource.Lazy || c.TokenTTL != 30*time.Minute {
 		t.Errorf("lakebase keys: %q %q %v %v", c.Endpoint, d.Profile, c.Token.Mode, c.TokenTTL)
+	}
+	if !c.ReadOnly {
+		t.Error("target_session_attrs=read-only did not set ReadOnly")
 	}
 	if strings.Contains(d.String(), "p'w d") {
 		t.Error("DSN.String leaks the password")
@@ -69,6 +72,7 @@ func TestParseDSNErrorsNameTheKeyNeverTheSecret(t *testing.T) {
 		{"port=0", "port"},
 		{"refresh=sometimes password=" + secret, "refresh"},
 		{"token_ttl=1hour", "token_ttl"},
+		{"target_session_attrs=prefer-standby", "target_session_attrs"},
 		{"connect_timeout=-1", "connect_timeout"},
 		{"host=a host=b", "host"},
 		{"password='" + secret, "password"},

@@ -63,6 +63,7 @@ type api struct {
 	mintsBy    map[string]*atomic.Int64 // bearer -> credential mints
 	clients    map[string]string        // OAuth client id -> secret
 	inflight   inflightTracker
+	claims     claimLog // claims of credential requests (claims.go)
 }
 
 func newAPI(e *Emulator) *api {
@@ -179,9 +180,8 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"name": name, "status": map[string]any{
 			"endpoint_type": "ENDPOINT_TYPE_READ_WRITE", "current_state": state,
-			// read_only_host and read_only_pooled_host exist only with read
-			// replicas, which the emulator has none of.
-			"hosts": map[string]string{"host": a.e.Host(), "read_write_pooled_host": a.e.PoolerHost()},
+			// read_only_host only while a standby runs (standby.go).
+			"hosts": a.e.endpointHosts(),
 		}})
 	case RouteInstance:
 		name := strings.TrimPrefix(r.URL.Path, "/api/2.0/database/instances/")
@@ -189,11 +189,16 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "RESOURCE_DOES_NOT_EXIST", "database instance "+name+" does not exist")
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"name": name, "read_write_dns": a.e.Host(), "state": "AVAILABLE"})
+		inst := map[string]any{"name": name, "read_write_dns": a.e.Host(), "state": "AVAILABLE"}
+		if ro := a.e.ReadOnlyHost(); ro != "" {
+			inst["read_only_dns"] = ro
+		}
+		writeJSON(w, http.StatusOK, inst)
 	case RouteCredentials:
 		var body struct {
-			Endpoint string `json:"endpoint"`
-			TTL      string `json:"ttl"`
+			Endpoint string        `json:"endpoint"`
+			TTL      string        `json:"ttl"`
+			Claims   []claimRecord `json:"claims"`
 		}
 		if err := json.Unmarshal(raw, &body); err != nil || body.Endpoint == "" {
 			writeError(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "body must be {\"endpoint\": ..., \"ttl\"?: ...}")
@@ -212,6 +217,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			ttl = d
 		}
+		a.recordClaims(body.Claims)
 		a.mint(w, bearer, who, ttl, fault, "expire_time")
 	case RouteInstanceCredentials:
 		var body struct {

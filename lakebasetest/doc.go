@@ -36,6 +36,12 @@
 //     the "-pooler" host: it accepts the admin's native password and
 //     refuses token logins with PgBouncer's FATAL 08P01 "SASL
 //     authentication failed".
+//   - A hot standby, opt in (WithStandby or StartStandby, a base backup of
+//     about a second): streaming replication from a slot, the same token
+//     checks, on 127.0.0.3 with the primary's port numbers, reported as
+//     the endpoint's read_only_host; writes there fail with 25006;
+//     PauseReplay/ResumeReplay/CatchUp make lag visible; Failover promotes
+//     it and moves the primary's address to it.
 //   - AppEnv is what a Databricks App is given (OAuth M2M credentials and
 //     PG* variables, no PAT), plus PGSSLROOTCERT and LAKEBASE_ENDPOINT.
 //   - RefusingWorkspaceURL and SilentWorkspaceURL give workspace URLs that

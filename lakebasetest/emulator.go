@@ -38,6 +38,7 @@ type emuConfig struct {
 	ttl, minTTL                           time.Duration
 	tokenSize                             int
 	logger                                *slog.Logger
+	standby                               bool
 }
 
 // Option configures an Emulator.
@@ -100,6 +101,8 @@ type Emulator struct {
 	ldap   *ldapServer
 	api    *api
 	http   *httptest.Server
+
+	ha ha // the hot standby and failover (standby.go)
 
 	mu      sync.Mutex
 	ttlVal  time.Duration
@@ -212,6 +215,11 @@ func New(ctx context.Context, opts ...Option) (_ *Emulator, err error) {
 	e.api.ids[servicePrincipal] = 1
 	e.api.clients[servicePrincipal] = e.spSecret
 	e.http = httptest.NewServer(e.api)
+	if cfg.standby {
+		if _, err := e.StartStandby(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -236,7 +244,7 @@ func freePort() (int, error) {
 func (e *Emulator) writeConfig() error {
 	hosts := e.cfg.certHosts
 	if len(hosts) == 0 {
-		hosts = []string{"localhost", "127.0.0.1", poolerAddr}
+		hosts = []string{"localhost", "127.0.0.1", poolerAddr, standbyAddr}
 	}
 	c, err := newCerts(hosts, e.cfg.expiredCert)
 	if err != nil {
@@ -296,6 +304,7 @@ log_min_messages = warning
 	token := e.ldap.hbaMethod()
 	var hba strings.Builder
 	hba.WriteString("local all " + adminRole + " trust\n")
+	hba.WriteString("local replication " + adminRole + " trust\n") // pg_basebackup and the standby (standby.go)
 	tls, plain := !e.cfg.plaintextOnly, e.cfg.plaintext || e.cfg.plaintextOnly
 	if tls {
 		hba.WriteString("hostssl all " + adminRole + " 127.0.0.1/32 scram-sha-256\n")
@@ -396,6 +405,7 @@ func (e *Emulator) Close() error {
 	if e.pool != nil {
 		e.pool.close()
 	}
+	errs = append(errs, e.closeHA())
 	if e.data != "" {
 		errs = append(errs, e.Stop(context.Background()))
 	}
@@ -520,7 +530,7 @@ func (e *Emulator) AdminConnString() string {
 // AdminExec runs sql as the superuser in the database (multiple statements
 // are allowed without args).
 func (e *Emulator) AdminExec(ctx context.Context, sql string, args ...any) error {
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", e.dir, e.port, adminRole, databaseName))
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", e.adminSocket(), e.port, adminRole, databaseName))
 	if err != nil {
 		return fmt.Errorf("lakebasetest: admin connect: %w", err)
 	}

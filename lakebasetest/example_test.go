@@ -17,3 +17,21 @@ func ExampleNew() {
 	defer e.Close()
 	fmt.Println(e.Host(), e.Database(), e.Endpoint())
 }
+
+// A hot standby served as the endpoint's read_only_host, paused replay and
+// a failover.
+func ExampleEmulator_StartStandby() {
+	ctx := context.Background()
+	e, err := lakebasetest.New(ctx, lakebasetest.WithStandby())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer e.Close()
+	s := e.Standby()
+	_ = s.PauseReplay(ctx) // commits on the primary stay invisible on s.Host()
+	_ = s.ResumeReplay(ctx)
+	_ = s.CatchUp(ctx)    // everything committed so far is visible on the standby
+	_ = e.Failover(ctx)   // the primary's address now reaches the promoted standby
+	fmt.Println(s.Host()) // 127.0.0.3
+}

@@ -90,7 +90,7 @@ func (f *frontDoor) handle(c net.Conn) {
 		}
 		return // the caller closes c
 	}
-	b, err := net.DialTimeout("tcp", f.backend, handshakeTimeout)
+	b, err := net.DialTimeout("tcp", f.backendAddr(), handshakeTimeout)
 	if err != nil {
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/databricks/databricks-sdk-go/config"
 	"go.uber.org/goleak"
@@ -166,6 +167,52 @@ func TestBindEndsRequests(t *testing.T) {
 	var ne *NetworkError
 	if !errors.As(err, &ne) || errors.Is(err, context.Canceled) {
 		t.Errorf("an unbound request: want an opaque *NetworkError, got %v", err)
+	}
+}
+
+// TestUndoneBindingEndsNoRequest: two operations share a client (a token
+// fetch beside a host look-up). A request that started while the other's
+// binding was innermost is not ended when that operation undoes its
+// binding and then its ctx ends; it ends with its own.
+func TestUndoneBindingEndsNoRequest(t *testing.T) {
+	started, block := make(chan struct{}), make(chan struct{})
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		close(started)
+		select {
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		case <-block:
+			return &http.Response{StatusCode: 200, Body: http.NoBody}, nil
+		}
+	})
+	tr := &boundTransport{base: base}
+	outer := tr.bind(t.Context()) // the look-up
+	defer outer()
+	fetchCtx, fetchDone := context.WithCancel(t.Context())
+	unbindFetch := tr.bind(fetchCtx) // the fetch, innermost
+	errc := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://w/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		errc <- err
+	}()
+	<-started
+	unbindFetch() // the fetch ends: unbound first, then its ctx
+	fetchDone()
+	// Negative evidence only (the pass path waits for nothing): before
+	// the fix, the ended fetch ctx cancelled the request within
+	// microseconds.
+	select {
+	case err := <-errc:
+		t.Fatalf("the look-up's request ended with the finished fetch: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(block)
+	if err := <-errc; err != nil {
+		t.Errorf("the look-up's request was ended by the finished fetch: %v", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -83,13 +84,25 @@ func (t *boundTransport) bind(ctx context.Context) func() {
 	}
 }
 
-func (t *boundTransport) current() context.Context {
+func (t *boundTransport) current() *binding {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n := len(t.bound); n > 0 {
-		return t.bound[n-1].ctx
+		return t.bound[n-1]
 	}
 	return nil
+}
+
+// isBound reports whether b has not been undone.
+func (t *boundTransport) isBound(b *binding) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, x := range t.bound {
+		if x == b {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *boundTransport) record(err error) {
@@ -116,8 +129,8 @@ func (t *boundTransport) closeIdle() {
 
 // RoundTrip implements http.RoundTripper.
 func (t *boundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	bound := t.current()
-	if bound == nil {
+	b := t.current()
+	if b == nil {
 		resp, err := t.base.RoundTrip(req)
 		if err != nil {
 			t.record(err)
@@ -125,16 +138,25 @@ func (t *boundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, nil
 	}
-	if bound.Err() != nil {
+	if b.ctx.Err() != nil {
 		return nil, errOperationOver
 	}
 	ctx, cancel := context.WithCancel(req.Context())
-	stop := context.AfterFunc(bound, cancel)
+	var ended atomic.Bool
+	stop := context.AfterFunc(b.ctx, func() {
+		// Only while b is bound: an operation that shares the client
+		// (a token fetch beside a look-up) undoes its binding before its
+		// ctx ends, and must not end the requests that started under it.
+		if t.isBound(b) {
+			ended.Store(true)
+			cancel()
+		}
+	})
 	resp, err := t.base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		stop()
 		cancel()
-		if bound.Err() != nil {
+		if ended.Load() {
 			return nil, errOperationOver
 		}
 		t.record(err)
