@@ -48,7 +48,7 @@ func TestNoSecretInLogsErrorsOrSpans(t *testing.T) {
 
 	// 2. Fetch failures of every kind through the real fetcher.
 	cfg2 := config(t, e, cp.logger())
-	cfg2.Token.Mode, cfg2.Token.TracerProvider = tokensource.Lazy, cp.tp
+	cfg2.Token.Mode, cfg2.TracerProvider = tokensource.Lazy, cp.tp
 	c2, _ := open(t, cfg2)
 	for _, f := range []lakebasetest.Fault{lakebasetest.FaultMalformedJSON, lakebasetest.FaultTruncatedBody, lakebasetest.FaultEmptyToken, lakebasetest.FaultExpiredToken, lakebasetest.FaultMissingExpiry} {
 		e.SetFault(lakebasetest.RouteCredentials, f)
