@@ -2,7 +2,6 @@ package connector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -321,48 +320,6 @@ func validEndpointName(s string) bool {
 		}
 	}
 	return true
-}
-
-// String describes c for logs and debugging: Password is never printed
-// (only whether one is set), and neither is anything a token source holds.
-func (c Config) String() string {
-	pw := ""
-	if c.Password != "" {
-		pw = " password=REDACTED"
-	}
-	ts := ""
-	if c.TokenSource != nil {
-		ts = " token_source=set"
-	}
-	return fmt.Sprintf("connector.Config{endpoint=%q instance=%q host=%q port=%d database=%q user=%q sslmode=%q sslrootcert=%q app=%q%s%s}",
-		c.Endpoint, c.Instance, c.Host, c.Port, c.Database, c.User, c.SSLMode, c.SSLRootCert, c.AppName, pw, ts)
-}
-
-// GoString is String, so %#v does not print Password either.
-func (c Config) GoString() string { return c.String() }
-
-// LogValue implements slog.LogValuer without Password.
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("endpoint", c.Endpoint), slog.String("instance", c.Instance),
-		slog.String("host", c.Host), slog.Int("port", c.Port), slog.String("database", c.Database),
-		slog.String("user", c.User), slog.String("sslmode", c.SSLMode), slog.Bool("password_set", c.Password != ""))
-}
-
-// MarshalJSON encodes the settings of c without Password.
-func (c Config) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Endpoint    string `json:"endpoint,omitempty"`
-		Instance    string `json:"instance,omitempty"`
-		Host        string `json:"host,omitempty"`
-		Port        int    `json:"port,omitempty"`
-		Database    string `json:"database,omitempty"`
-		User        string `json:"user,omitempty"`
-		SSLMode     string `json:"sslmode,omitempty"`
-		SSLRootCert string `json:"sslrootcert,omitempty"`
-		AppName     string `json:"application_name,omitempty"`
-		PasswordSet bool   `json:"password_set"`
-	}{c.Endpoint, c.Instance, c.Host, c.Port, c.Database, c.User, c.SSLMode, c.SSLRootCert, c.AppName, c.Password != ""})
 }
 
 // Format implements fmt.Formatter so that every verb (%v, %+v, %#v, %s,

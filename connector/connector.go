@@ -2,21 +2,13 @@ package connector
 
 import (
 	"context"
-	"database/sql"
 	"database/sql/driver"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
-	"time"
 
-	"github.com/XSAM/otelsql"
 	"github.com/databricks/databricks-sdk-go/config"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -210,115 +202,6 @@ func newTokenSource(r *resolved, ws *workspace) (*tokensource.Cached, error) {
 	return tokensource.New(fetch, opts), nil
 }
 
-// pgxConfig builds the base pgx configuration without a password. Every
-// setting pgx would otherwise take from the process environment (PGOPTIONS,
-// PGTZ, PGSSLCERT, PGPASSFILE, PGTARGETSESSIONATTRS, PGSERVICE, ...) is
-// given explicitly, so the result depends on Config (and LookupEnv) alone;
-// a placeholder password keeps pgx from reading a password file.
-func pgxConfig(r *resolved) (*pgx.ConnConfig, string, error) {
-	c := &r.Config
-	host := c.Host
-	if host == "" {
-		host = "localhost" // validation before the host is looked up
-	}
-	timeout := int((c.ConnectTimeout + time.Second - 1) / time.Second)
-	kv := []string{
-		"host=" + quoteDSN(host),
-		"port=" + strconv.Itoa(c.Port),
-		"dbname=" + quoteDSN(c.Database),
-		"user=" + quoteDSN(nonEmpty(c.User, "placeholder")),
-		"password=placeholder",
-		"passfile=''",
-		"sslmode=disable",
-		"sslcert=''",
-		"sslkey=''",
-		"sslrootcert=''",
-		"sslpassword=''",
-		"sslcertmode=allow",
-		"sslnegotiation=postgres",
-		"target_session_attrs=any",
-		"min_protocol_version=3.0",
-		"max_protocol_version=3.0",
-		"channel_binding=prefer",
-		"require_auth=''",
-		"connect_timeout=" + strconv.Itoa(timeout),
-		"application_name=" + quoteDSN(c.AppName),
-	}
-	if svc := serviceOverride(); svc != "" {
-		kv = append(kv, svc)
-	}
-	dsn := strings.Join(kv, " ")
-	pc, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, "", &ConfigError{Setting: "Host/Port/Database/User", Problem: "pgx cannot use these settings", Fix: "check the values", Err: errors.New(redactParseError(err))}
-	}
-	pc.Password = ""
-	pc.ConnectTimeout = c.ConnectTimeout
-	if c.QueryExecMode != 0 {
-		pc.DefaultQueryExecMode = c.QueryExecMode
-	}
-	// Run-time parameters come from Config only (pgx adds PGOPTIONS, PGTZ,
-	// ... from the process environment).
-	pc.RuntimeParams = map[string]string{"application_name": c.AppName}
-	for k, v := range c.RuntimeParams {
-		pc.RuntimeParams[k] = v
-	}
-	return pc, dsn, nil
-}
-
-func nonEmpty(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-var (
-	serviceOnce sync.Once
-	serviceKV   string
-)
-
-// serviceOverride returns the settings that neutralise PGSERVICE and
-// PGSERVICEFILE of the process environment, which pgx would read and fail
-// on if the service does not exist: an explicit, empty service of our own.
-func serviceOverride() string {
-	if os.Getenv("PGSERVICE") == "" {
-		return ""
-	}
-	serviceOnce.Do(func() {
-		f, err := os.CreateTemp("", "lakebase-go-pgservice-*.conf")
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		if _, err := f.WriteString("[lakebase-go-none]\n"); err != nil {
-			return
-		}
-		serviceKV = "service=lakebase-go-none servicefile=" + quoteDSN(f.Name())
-	})
-	return serviceKV
-}
-
-// redactParseError keeps a pgx parse error message but never the connection
-// string it may quote (which holds only a placeholder password, but callers
-// should not have to know that).
-func redactParseError(err error) string {
-	msg := err.Error()
-	if i := strings.Index(msg, "cannot parse `"); i >= 0 {
-		if j := strings.Index(msg[i+14:], "`"); j >= 0 {
-			msg = msg[:i] + "cannot parse connection settings" + msg[i+14+j+1:]
-		}
-	}
-	return msg
-}
-
-func quoteDSN(s string) string {
-	if s != "" && !strings.ContainsAny(s, " '\\\t\n\r") {
-		return s
-	}
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
 // Connect opens a new physical connection with the current token. It
 // implements driver.Connector.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -379,15 +262,6 @@ func (c *Connector) WorkspaceConfig(ctx context.Context) (*config.Config, error)
 	return w.Settings(), nil
 }
 
-// String describes c for logs and debugging: host, port, database, role
-// and how it authenticates, never a token or password.
-func (c *Connector) String() string {
-	if c == nil {
-		return "connector.Connector(nil)"
-	}
-	return fmt.Sprintf("connector.Connector{host=%q port=%d database=%q role=%q auth=%s}", c.host, c.cfg.Port, c.db, c.role, c.auth())
-}
-
 // auth names how c authenticates.
 func (c *Connector) auth() string {
 	switch {
@@ -399,33 +273,6 @@ func (c *Connector) auth() string {
 		return "token source"
 	}
 	return "none"
-}
-
-// GoString is String, so %#v never prints the fields.
-func (c *Connector) GoString() string { return c.String() }
-
-// Format implements fmt.Formatter: every verb prints String (the fields,
-// which hold the password and the token cache, are never printed).
-func (c *Connector) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
-
-// LogValue implements slog.LogValuer without secrets.
-func (c *Connector) LogValue() slog.Value {
-	if c == nil {
-		return slog.StringValue(c.String())
-	}
-	return slog.GroupValue(slog.String("host", c.host), slog.Int("port", c.cfg.Port), slog.String("database", c.db),
-		slog.String("role", c.role), slog.String("auth", c.auth()))
-}
-
-// MarshalJSON encodes what String shows.
-func (c *Connector) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Host     string `json:"host"`
-		Port     int    `json:"port"`
-		Database string `json:"database"`
-		Role     string `json:"role"`
-		Auth     string `json:"auth"`
-	}{c.host, c.cfg.Port, c.db, c.role, c.auth()})
 }
 
 // noEnv is a LookupEnv that finds nothing.
@@ -481,60 +328,4 @@ func (c *Connector) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closed
-}
-
-// wrapTelemetry instruments conn with otelsql. otelsql only exposes its
-// connector wrapper through driver.DriverContext, so a tiny driver hands
-// conn to it.
-func wrapTelemetry(conn driver.Connector, r *resolved) driver.Connector {
-	wrapped, err := otelsql.WrapDriver(connectorDriver{conn}, otelOptions(r)...).(driver.DriverContext).OpenConnector("")
-	if err != nil { // connectorDriver.OpenConnector cannot fail
-		return conn
-	}
-	return wrapped
-}
-
-func otelOptions(r *resolved) []otelsql.Option {
-	c := &r.Config
-	opts := []otelsql.Option{
-		otelsql.WithAttributes(
-			attribute.String("db.system.name", "postgresql"),
-			attribute.String("db.namespace", c.Database),
-			attribute.String("server.address", c.Host),
-			attribute.Int("server.port", c.Port),
-		),
-		otelsql.WithSpanOptions(otelsql.SpanOptions{OmitConnResetSession: true, OmitRows: true, OmitConnPrepare: true, DisableErrSkip: true}),
-	}
-	if c.TracerProvider != nil {
-		opts = append(opts, otelsql.WithTracerProvider(c.TracerProvider))
-	}
-	if c.MeterProvider != nil {
-		opts = append(opts, otelsql.WithMeterProvider(c.MeterProvider))
-	}
-	return append(opts, c.TelemetryOptions...)
-}
-
-// connectorDriver adapts a driver.Connector to driver.DriverContext so that
-// otelsql.WrapDriver can wrap it.
-type connectorDriver struct{ c driver.Connector }
-
-func (d connectorDriver) Open(string) (driver.Conn, error) {
-	return nil, errors.New("connector: Open by name is not supported; use the Connector")
-}
-
-func (d connectorDriver) OpenConnector(string) (driver.Connector, error) { return d.c, nil }
-
-// registerStats registers otelsql's sql.DBStats metrics for db and arranges
-// for the registration to be removed when the connector closes.
-func (c *Connector) registerStats(db *sql.DB) error {
-	if !c.cfg.Telemetry {
-		return nil
-	}
-	opts := otelOptions(c.cfg)
-	reg, err := otelsql.RegisterDBStatsMetrics(db, opts...)
-	if err != nil {
-		return fmt.Errorf("connector: register pool metrics: %w", err)
-	}
-	c.onClose(func() error { return reg.Unregister() })
-	return nil
 }
