@@ -127,6 +127,11 @@
 // pgx-native users get the same rotation through [Connector.PoolBeforeConnect]
 // or [Connector.PoolConfig].
 //
+// Defaults: in every Config field and pool option, zero means the
+// documented default (the Default* constants) and a negative duration or
+// count means off, or is a *ConfigError where off makes no sense
+// (ConnectTimeout, Port).
+//
 // Stability: this module is at v0.1.0, before 1.0. [New], [OpenDB], [Config]
 // and the error types are meant to stay; option and field names and error
 // reasons may still change in a minor version, and every change is listed

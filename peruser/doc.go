@@ -117,4 +117,9 @@
 // been idle (no connection in use, no request holding them) for IdleTTL;
 // beyond MaxUsers the least recently used idle pool is closed. A pool in
 // use is never closed.
+//
+// Defaults: a zero Config field means its documented default (the Default*
+// constants); a negative one means off where the field says so
+// (MaxVerifications, FailedTTL) and is a *connector.ConfigError from New
+// otherwise.
 package peruser

@@ -36,6 +36,11 @@
 // ToOAuth2 and FromOAuth2 adapt to and from golang.org/x/oauth2, and Static
 // wraps a fixed token.
 //
+// Defaults: a zero Options field means its documented default (the
+// Default* constants) and a negative duration means off, or is a
+// *ConfigError from every Token call where off makes no sense
+// (BackgroundRetryMin and BackgroundRetryMax).
+//
 // Each fetch attempt emits an OpenTelemetry span named "lakebase.token.fetch"
 // and records the "lakebase.token.fetch.duration" histogram (and the
 // "lakebase.token.fetch.failures" counter with error.type on failure).
