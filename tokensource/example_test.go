@@ -6,7 +6,9 @@ import (
 	"log"
 	"time"
 
-	"github.com/databricks/databricks-sdk-go"
+	"github.com/databricks/databricks-sdk-go/client"
+	"github.com/databricks/databricks-sdk-go/config"
+	"github.com/databricks/databricks-sdk-go/service/postgres"
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/lakebase-go/lakebase/tokensource"
@@ -40,13 +42,15 @@ func ExampleStatic() {
 }
 
 // EndpointFetcher mints credentials through the Databricks SDK; Cached
-// keeps one valid and refreshes it ahead of expiry.
+// keeps one valid and refreshes it ahead of expiry. The SDK's client
+// package with only its postgres service links far less than
+// databricks.NewWorkspaceClient (whose w.Postgres works as well).
 func ExampleEndpointFetcher() {
-	w, err := databricks.NewWorkspaceClient() // DATABRICKS_HOST and credentials from the environment
+	c, err := client.New(&config.Config{}) // DATABRICKS_HOST and credentials from the environment
 	if err != nil {
 		log.Fatal(err)
 	}
-	fetch, err := tokensource.EndpointFetcher(w.Postgres, "projects/my-project/branches/production/endpoints/primary",
+	fetch, err := tokensource.EndpointFetcher(postgres.NewPostgres(c), "projects/my-project/branches/production/endpoints/primary",
 		tokensource.EndpointOptions{TTL: 30 * time.Minute})
 	if err != nil {
 		log.Fatal(err)
