@@ -232,6 +232,10 @@ type resolved struct {
 	hostFromEnv bool
 	rootPEM     []byte // the CA file's contents, read once
 	env         func(string) (string, bool)
+	pgx         *pgx.ConnConfig // built once by resolve; build sets a looked-up host and user
+	pgxHost     string          // the Host and User pgx parsed (before any look-up)
+	pgxUser     string
+	dsn         string // the settings pgx parsed (placeholder password)
 }
 
 // Validate checks every setting of cfg that can be checked without the
@@ -270,9 +274,11 @@ func resolve(cfg Config) (resolved, error) {
 	if strings.Contains(strings.ToLower(c.Host), "-pooler") && c.Password == "" {
 		return r, poolerError(c.Host)
 	}
-	if _, _, err := pgxConfig(&r); err != nil {
+	pc, dsn, err := pgxConfig(&r)
+	if err != nil {
 		return r, err
 	}
+	r.pgx, r.dsn, r.pgxHost, r.pgxUser = pc, dsn, c.Host, c.User
 	return r, nil
 }
 

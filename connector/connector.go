@@ -100,9 +100,14 @@ func build(r *resolved, ws *workspace) (*Connector, error) {
 	if err != nil {
 		return nil, sslConfigError(err)
 	}
-	base, dsn, err := pgxConfig(r)
-	if err != nil {
-		return nil, err
+	// The pgx configuration resolve built, with what the look-ups found: a
+	// looked-up host is one DNS name, so it replaces the stand-in as it is.
+	base, dsn := r.pgx.Copy(), r.dsn
+	if c.Host != r.pgxHost {
+		base.Host = c.Host
+	}
+	if c.User != r.pgxUser {
+		base.User = c.User
 	}
 	base.TLSConfig = tlsRes.TLS
 	base.Fallbacks = nil // never fall back to plaintext or another mode
