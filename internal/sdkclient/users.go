@@ -77,10 +77,11 @@ func (userBearer) Name() string { return "pat" }
 
 func (userBearer) Configure(context.Context, *config.Config) (credentials.CredentialsProvider, error) {
 	return credentials.CredentialsProviderFn(func(r *http.Request) error {
-		tok, _ := r.Context().Value(bearerKey{}).(string)
-		if tok == "" {
+		b, _ := r.Context().Value(bearerKey{}).(*bearer)
+		if b == nil || b.tok == "" {
 			return errNoUserToken
 		}
+		tok := b.tok
 		r.Header.Set("Authorization", "Bearer "+tok)
 		return nil
 	}), nil
@@ -91,8 +92,11 @@ type bearer struct {
 	tok string
 }
 
-func (b bearer) ctx(ctx context.Context) context.Context {
-	return context.WithValue(ctx, bearerKey{}, b.tok)
+// ctx carries b, not the bare token: a context prints its string values
+// (fmt of a ctx, as some loggers do, would show the user's access token),
+// while a *bearer prints as its type name.
+func (b *bearer) ctx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, bearerKey{}, b)
 }
 
 // The services of one user (pointer-shaped, so storing them in the
