@@ -217,18 +217,7 @@ func (env *Env) poolCase(ctx context.Context, o Options) ([]Row, error) {
 			return d, nil
 		}
 	}
-	selectBatch := func(p *pgxpool.Pool) op {
-		return func(ctx context.Context) (time.Duration, error) {
-			start := time.Now()
-			for i := 0; i < o.QueryBatch; i++ {
-				var one int
-				if err := p.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-					return 0, err
-				}
-			}
-			return time.Since(start), nil
-		}
-	}
+	selectBatch := func(p *pgxpool.Pool) op { return selectOneBatch(o.QueryBatch, poolSelectOne(p)) }
 	var cs []contender
 	for i, p := range pools {
 		cs = append(cs, contender{names[i], acquireNew(p)})

@@ -146,30 +146,8 @@ func (env *Env) telemetryCase(ctx context.Context, o Options) ([]Row, error) {
 		return nil, err
 	}
 
-	selDB := func(db *sql.DB) op {
-		return func(ctx context.Context) (time.Duration, error) {
-			start := time.Now()
-			for i := 0; i < o.QueryBatch; i++ {
-				var one int
-				if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-					return 0, err
-				}
-			}
-			return time.Since(start), nil
-		}
-	}
-	selPool := func(p *pgxpool.Pool) op {
-		return func(ctx context.Context) (time.Duration, error) {
-			start := time.Now()
-			for i := 0; i < o.QueryBatch; i++ {
-				var one int
-				if err := p.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-					return 0, err
-				}
-			}
-			return time.Since(start), nil
-		}
-	}
+	selDB := func(db *sql.DB) op { return selectOneBatch(o.QueryBatch, dbSelectOne(db)) }
+	selPool := func(p *pgxpool.Pool) op { return selectOneBatch(o.QueryBatch, poolSelectOne(p)) }
 	cs := []contender{
 		{"pgx stdlib (no connector), untraced", selDB(pgxDB)},
 		{"otelsql on pgx stdlib, otelsql's defaults", selDB(otelDefaultDB)},

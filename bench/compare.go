@@ -237,18 +237,7 @@ func (env *Env) queryCase(ctx context.Context, o Options) ([]Row, error) {
 	var key int64
 	var mu sync.Mutex
 	nextKey := func() int64 { mu.Lock(); defer mu.Unlock(); key++; return key }
-	sel := func(db *sql.DB) op {
-		return func(ctx context.Context) (time.Duration, error) {
-			start := time.Now()
-			for i := 0; i < o.QueryBatch; i++ {
-				var one int
-				if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-					return 0, err
-				}
-			}
-			return time.Since(start), nil
-		}
-	}
+	sel := func(db *sql.DB) op { return selectOneBatch(o.QueryBatch, dbSelectOne(db)) }
 	kv := func(db *sql.DB) op {
 		return func(ctx context.Context) (time.Duration, error) {
 			start := time.Now()

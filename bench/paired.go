@@ -2,9 +2,12 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // op is one timed operation of a contender (one new connection, one batch
@@ -89,4 +92,32 @@ func pairedRows(caseName string, cs []contender, samples [][]time.Duration, roun
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+// selectOneBatch times n SELECT 1 round trips made by selectOne.
+func selectOneBatch(n int, selectOne func(ctx context.Context) error) op {
+	return func(ctx context.Context) (time.Duration, error) {
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if err := selectOne(ctx); err != nil {
+				return 0, err
+			}
+		}
+		return time.Since(start), nil
+	}
+}
+
+// dbSelectOne is one SELECT 1 on db; poolSelectOne is one on p.
+func dbSelectOne(db *sql.DB) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var one int
+		return db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	}
+}
+
+func poolSelectOne(p *pgxpool.Pool) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var one int
+		return p.QueryRow(ctx, "SELECT 1").Scan(&one)
+	}
 }
