@@ -117,10 +117,13 @@ func fuzzServer(role string, login func(sp *sessionParams) error) *Server {
 func oracleLogin(data []byte, role string) (login, ok bool) {
 	be := pgproto3.NewBackend(bytes.NewReader(data), io.Discard)
 	ssl := false
+	off := 0 // where the message being read starts (after 8-byte requests)
 	for range 3 {
 		m, err := be.ReceiveStartupMessage()
 		if err != nil {
-			if len(data) >= 8 && binary.BigEndian.Uint32(data[4:8])>>16 == 3 {
+			// pgproto3 refuses 3.x startups with x > 0, which the proxy
+			// serves as 3.0: the oracle cannot judge those.
+			if len(data) >= off+8 && binary.BigEndian.Uint32(data[off+4:off+8])>>16 == 3 {
 				return false, false
 			}
 			return false, true
@@ -131,7 +134,9 @@ func oracleLogin(data []byte, role string) (login, ok bool) {
 				return false, true
 			}
 			ssl = true
+			off += 8
 		case *pgproto3.GSSEncRequest:
+			off += 8
 		case *pgproto3.StartupMessage:
 			if m.ProtocolVersion != pgproto3.ProtocolVersion30 {
 				return false, false
